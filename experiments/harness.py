@@ -1,0 +1,195 @@
+"""Shared helpers of the figure modules: seed aggregates, linear fits, plots, wrong
+predictions.
+
+* ``seed_aggregate(values)``: mean and 95 % Student-t interval over the seed axis,
+  mean ± t_{0.975, n−1} · s/√n.
+* ``linear_fit(x, y)``: ordinary least squares y = slope·x + intercept with R² and the
+  textbook standard errors, se(slope) = sqrt(SSR/(n−2) / Σ(x − x̄)²),
+  se(intercept) = se(slope)·sqrt(Σx²/n).
+* ``loglog_fit(x, y)``: the same on (log x, log y): the exponent of a power law.
+* ``wrong_prediction`` / ``corrupt``: a deliberately wrong prediction (sign flipped or
+  constant doubled), for the tests that show a figure's claims can fail.
+* ``new_figure`` / ``save_figure`` / ``plot_mean_ci`` / ``identity_scatter``: matplotlib
+  (Agg backend) helpers; ``save_figure`` writes ``figure.png`` and ``figure.svg``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------- statistics
+def t_quantile(df: int, q: float = 0.975) -> float:
+    """Student-t quantile t_{q, df} (scipy is a dependency of jax, so always installed;
+    ``scipy.special`` imports in a fraction of the time of ``scipy.stats``)."""
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, q))
+
+
+@dataclasses.dataclass(frozen=True)
+class Aggregate:
+    """Mean over seeds with a two-sided 95 % t-interval [lo, hi] (NaN for one seed)."""
+
+    mean: np.ndarray | float
+    lo: np.ndarray | float
+    hi: np.ndarray | float
+    sem: np.ndarray | float
+    n: int
+
+
+def seed_aggregate(values, axis: int = 0) -> Aggregate:
+    """Aggregate ``values`` over the seed ``axis``: mean ± t_{0.975, n−1}·s/√n.
+
+    Hand value: values (1, 2, 3): mean 2, s = 1, sem = 1/√3, t_{0.975, 2} = 4.303, so the
+    interval is 2 ± 2.484.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    n = v.shape[axis]
+    mean = v.mean(axis=axis)
+    if n < 2:
+        nan = np.full_like(mean, np.nan)
+        return Aggregate(_scalar(mean), _scalar(nan), _scalar(nan), _scalar(nan), n)
+    sem = v.std(axis=axis, ddof=1) / np.sqrt(n)
+    half = t_quantile(n - 1) * sem
+    return Aggregate(_scalar(mean), _scalar(mean - half), _scalar(mean + half), _scalar(sem), n)
+
+
+def _scalar(x):
+    x = np.asarray(x)
+    return float(x) if x.ndim == 0 else x
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearFit:
+    """y ≈ slope·x + intercept, with R² and the OLS standard errors."""
+
+    slope: float
+    intercept: float
+    r2: float
+    slope_se: float
+    intercept_se: float
+    n: int
+
+
+def linear_fit(x, y) -> LinearFit:
+    """Ordinary least squares of ``y`` on ``x`` (flattened). NaN fields when x is constant.
+
+    Hand value: x = (0, 1, 2), y = (1, 3, 5): slope 2, intercept 1, R² = 1, standard errors 0.
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y differ in size: {x.size} vs {y.size}")
+    n = x.size
+    xc = x - x.mean()
+    sxx = float(np.sum(xc * xc))
+    if n < 2 or sxx == 0.0:
+        nan = float("nan")
+        return LinearFit(nan, nan, nan, nan, nan, n)
+    slope = float(np.sum(xc * (y - y.mean())) / sxx)
+    intercept = float(y.mean() - slope * x.mean())
+    resid = y - (slope * x + intercept)
+    ssr = float(np.sum(resid**2))
+    sst = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - ssr / sst if sst > 0 else float("nan")
+    if n > 2:
+        slope_se = float(np.sqrt(ssr / (n - 2) / sxx))
+        intercept_se = float(slope_se * np.sqrt(np.sum(x * x) / n))
+    else:
+        slope_se = intercept_se = float("nan")
+    return LinearFit(slope, intercept, r2, slope_se, intercept_se, n)
+
+
+def loglog_fit(x, y) -> LinearFit:
+    """Power-law fit y ≈ C·x^slope by least squares on (log x, log y); needs x, y > 0."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if np.any(x <= 0) or np.any(y <= 0):
+        raise ValueError("loglog_fit needs positive x and y")
+    return linear_fit(np.log(x), np.log(y))
+
+
+# ---------------------------------------------------------------- wrong predictions
+WRONG_KINDS = ("flip", "double")
+
+
+def wrong_prediction(predicted, kind: str):
+    """A deliberately wrong prediction: ``"flip"`` → −predicted, ``"double"`` → 2·predicted."""
+    if kind == "flip":
+        return -np.asarray(predicted)
+    if kind == "double":
+        return 2.0 * np.asarray(predicted)
+    raise ValueError(f"kind must be one of {WRONG_KINDS}, got {kind!r}")
+
+
+def corrupt(result: dict, keys: Iterable[str], kind: str) -> dict:
+    """A copy of ``result`` with the prediction arrays at ``keys`` made wrong by ``kind``."""
+    out = dict(result)
+    for k in keys:
+        if k not in result:
+            raise KeyError(f"no prediction {k!r} in the result")
+        out[k] = wrong_prediction(result[k], kind)
+    return out
+
+
+# ------------------------------------------------------------------------------ plotting
+def new_figure(n_panels: int, *, ncols: int | None = None, size: float = 3.6):
+    """A figure with ``n_panels`` axes in a grid (Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols = ncols or n_panels
+    nrows = -(-n_panels // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, list(axes[:n_panels])
+
+
+def save_figure(fig, run_dir: Path) -> tuple[Path, Path]:
+    """Write ``figure.png`` (150 dpi) and ``figure.svg`` into ``run_dir``; close the figure.
+
+    SVG metadata carries no date, so the same numbers give the same file.
+    """
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    png, svg = run_dir / "figure.png", run_dir / "figure.svg"
+    fig.tight_layout()
+    fig.savefig(png, dpi=150)
+    fig.savefig(svg, metadata={"Date": None})
+    plt.close(fig)
+    return png, svg
+
+
+def plot_mean_ci(ax, x, values, *, label: str = "", color=None, marker: str = "o"):
+    """Plot the seed mean of ``values`` [seeds, len(x)] with its 95 % t-interval band."""
+    agg = seed_aggregate(values, axis=0)
+    line = ax.plot(x, agg.mean, marker=marker, label=label, color=color)[0]
+    if agg.n >= 2:
+        ax.fill_between(x, agg.lo, agg.hi, alpha=0.25, color=line.get_color(), lw=0)
+    return line
+
+
+def identity_scatter(ax, predicted, measured, *, label: str = "", color=None, s: float = 6):
+    """Scatter measured against predicted with the y = x line (the prediction's claim)."""
+    p = np.asarray(predicted).ravel()
+    m = np.asarray(measured).ravel()
+    # Rasterised points keep figure.svg small; axes and text stay vector.
+    ax.scatter(p, m, s=s, alpha=0.5, label=label, color=color, lw=0, rasterized=True)
+    finite = np.concatenate([p, m])
+    finite = finite[np.isfinite(finite)]
+    if finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.axhline(0, color="0.8", lw=0.5)
+    ax.axvline(0, color="0.8", lw=0.5)

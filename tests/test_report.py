@@ -1,0 +1,124 @@
+"""experiments/report.py (the run report) and experiments/harness.py (figure helpers)."""
+
+import base64
+import json
+import math
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from experiments import harness, report
+from experiments.claims import Claim, write_claims
+
+
+def _png_1x1() -> bytes:
+    """A valid 1×1 grey PNG, built by hand (no plotting library needed)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b""))
+
+
+def _make_run(root, name, run_id, claims, *, manifest=None, config=None, figure=True):
+    d = root / name / run_id
+    d.mkdir(parents=True)
+    write_claims(claims, d / "claims.json")
+    if manifest is not None:
+        (d / "manifest.json").write_text(json.dumps(manifest))
+    if config is not None:
+        (d / "config.json").write_text(json.dumps(config))
+    if figure:
+        (d / "figure.png").write_bytes(_png_1x1())
+    return d
+
+
+def test_report_lists_every_run_with_its_claims_figure_and_command(tmp_path):
+    ok = Claim("slope in range", "in [0.9, 1.1]", 1.01, "interval", True, "note a|b")
+    bad = Claim("exponent", 2.0, 1.0, 0.1, False, "")
+    _make_run(tmp_path, "fig-one", "abc123", [ok, bad],
+              manifest={"experiment": "fig-one", "paper": "Somebody 2025, arXiv 1234.5678",
+                        "command": "toyreason run fig-one --seed 0 --seeds 5",
+                        "wall_s": 12.34, "status": "complete"},
+              config={"seed": 0, "n_seeds": 5, "eta": 0.02})
+    # An older / partial run: no manifest, no config, no figure, the older key names absent.
+    _make_run(tmp_path / "nested", "fig-two", "def456", [ok], figure=False)
+    md_path, html_path = report.build(tmp_path)
+    assert (md_path, html_path) == (tmp_path / "report.md", tmp_path / "report.html")
+    md, page = md_path.read_text(), html_path.read_text()
+
+    assert "2 run(s); 2/3 claims hold." in md
+    assert "| fig-one | Somebody 2025, arXiv 1234.5678 | 1/2 | 12.3 s | `fig-one/abc123` |" in md
+    assert "`toyreason run fig-one --seed 0 --seeds 5`" in md
+    assert "![fig-one](fig-one/abc123/figure.png)" in md
+    assert "| exponent | 2 | 1 | 0.1 | NO |  |" in md
+    assert "note a\\|b" in md  # a '|' in a note must not break the table
+    assert '"eta": 0.02' in md
+    # The partial run is named after its parent directory and reported as unknown.
+    assert "| fig-two | unknown | 1/1 | unknown | `nested/fig-two/def456` |" in md
+
+    # HTML: self-contained (the PNG inline as base64), failed claims marked, text escaped.
+    assert "data:image/png;base64," + base64.b64encode(_png_1x1()).decode() in page
+    assert 'src="fig-one' not in page and "http" not in page
+    assert '<tr class="no"><td>exponent</td>' in page
+    assert "Somebody 2025, arXiv 1234.5678" in page and "2/3 claims hold" in page
+
+
+def test_report_reads_the_alternative_manifest_keys(tmp_path):
+    _make_run(tmp_path, "dir-name", "x", [], figure=False,
+              manifest={"name": "fig-three", "wall_time_s": 3.0, "reproduce": "toyreason run x"})
+    md = report.build(tmp_path)[0].read_text()
+    assert "## fig-three" in md and "3.0 s" in md and "`toyreason run x`" in md
+    assert "No claims recorded." in md
+
+
+def test_report_of_an_empty_directory_and_of_a_missing_one(tmp_path):
+    md = report.build(tmp_path)[0].read_text()
+    assert "0 run(s); 0/0 claims hold." in md
+    (tmp_path / "broken" / "r").mkdir(parents=True)
+    (tmp_path / "broken" / "r" / "claims.json").write_text("{not json")
+    assert "1 run(s); 0/0 claims hold." in report.build(tmp_path)[0].read_text()
+    with pytest.raises(FileNotFoundError):
+        report.build(tmp_path / "nope")
+
+
+# ----------------------------------------------------------------------- harness helpers
+def test_seed_aggregate_t_interval():
+    # (1, 2, 3): mean 2, s = 1, sem = 1/sqrt 3, t_{0.975, 2} = 4.3027: 2 ± 2.4841
+    agg = harness.seed_aggregate([1.0, 2.0, 3.0])
+    assert agg.mean == 2.0 and agg.n == 3
+    assert (agg.lo, agg.hi) == (pytest.approx(2 - 2.48414, abs=1e-4),
+                                pytest.approx(2 + 2.48414, abs=1e-4))
+    # Per column over the seed axis; one seed has no interval.
+    cols = harness.seed_aggregate(np.array([[0.0, 1.0], [2.0, 1.0]]))
+    np.testing.assert_allclose(cols.mean, [1.0, 1.0])
+    np.testing.assert_allclose(cols.hi - cols.lo, [2 * 12.7062, 0.0], rtol=1e-4)  # t_{.975,1}
+    assert math.isnan(harness.seed_aggregate([5.0]).lo)
+
+
+def test_linear_fit_hand_values():
+    fit = harness.linear_fit([0, 1, 2], [1, 3, 5])  # y = 2x + 1 exactly
+    assert (fit.slope, fit.intercept, fit.r2) == (pytest.approx(2), pytest.approx(1), 1.0)
+    assert fit.slope_se == pytest.approx(0.0, abs=1e-12)
+    # y = (0, 2, 1) on x = (0, 1, 2): slope 1/2, intercept 1/2, residuals (−1/2, 1, −1/2):
+    # SSR = 3/2, SST = 2, R² = 1/4, se(slope) = sqrt(1.5/1/2) = sqrt(3)/2
+    fit = harness.linear_fit([0, 1, 2], [0, 2, 1])
+    assert (fit.slope, fit.intercept, fit.r2) == (pytest.approx(.5), pytest.approx(.5),
+                                                  pytest.approx(.25))
+    assert fit.slope_se == pytest.approx(math.sqrt(3) / 2)
+    assert math.isnan(harness.linear_fit([1, 1], [0, 1]).slope)
+    # Power law y = 3 x²: log-log slope 2.
+    assert harness.loglog_fit([1, 2, 4], [3, 12, 48]).slope == pytest.approx(2.0)
+
+
+def test_wrong_predictions():
+    np.testing.assert_array_equal(harness.wrong_prediction([1.0, -2.0], "flip"), [-1.0, 2.0])
+    np.testing.assert_array_equal(harness.wrong_prediction([1.0, -2.0], "double"), [2.0, -4.0])
+    res = {"pred": np.array([1.0]), "meas": np.array([1.0])}
+    bad = harness.corrupt(res, ["pred"], "flip")
+    assert bad["pred"][0] == -1.0 and res["pred"][0] == 1.0 and bad["meas"] is res["meas"]
+    with pytest.raises(ValueError):
+        harness.wrong_prediction([1.0], "halve")
