@@ -1,0 +1,143 @@
+"""The ``toyreason`` command, run in-process through ``main([...])``: list, a quick run end
+to end, and bad input (one error line, exit code 2, nothing written)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+
+import numpy as np
+import pytest
+
+from experiments.claims import at_least, read_claims
+from experiments.runner import ClaimsFailed, execute
+from toymodels.cli import main
+from toymodels.configs import config_hash
+
+
+def test_list_shows_experiments_and_tasks(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "quickstart" in out and "seq/reverse" in out
+
+
+def test_run_quickstart_quick_end_to_end(tmp_path, capsys):
+    assert main(["run", "quickstart", "--quick", "--out", str(tmp_path)]) == 0
+    (run_dir,) = (tmp_path / "quickstart").iterdir()
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.json", "manifest.json", "metrics.npz", "metrics.json", "claims.json",
+            "figure.png", "figure.svg", "checkpoints", "samples.txt"} <= names
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["config_hash"] == run_dir.name
+    assert manifest["seeds"] == [0] and manifest["wall_s"] > 0
+    assert isinstance(manifest["compile_s"], float)  # 0 when an earlier test compiled it
+    assert manifest["command"] == f"toyreason run quickstart --quick --out {tmp_path}"
+    assert manifest["reproduce"].startswith("toyreason run quickstart --seed 0 --seeds 1")
+    assert manifest["versions"]["jax"]
+    claims = read_claims(run_dir / "claims.json")
+    assert [c["holds"] for c in claims] == [True, True]
+    metrics = np.load(run_dir / "metrics.npz")
+    assert metrics["loss"].shape == (250, 1) and metrics["accuracy"].shape == (1,)
+    out = capsys.readouterr().out
+    assert "held-out greedy accuracy" in out and "claim" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "lr=abc"], "--set lr=abc: expected a float"),
+    (["--set", "nope=1"], "--set nope: unknown key; allowed: seed, n_seeds, task,"),
+    (["--set", "lr"], "--set lr: expected key=value"),
+    (["--set", "task_config.length=0"], "SequenceConfig.length=0 is not allowed"),
+    (["--set", "task=seq/nope"], "unknown task 'seq/nope'"),
+    (["--seeds", "0"], "--seeds 0: quickstart.Config.n_seeds=0 is not allowed"),
+    (["--seed", "x"], "argument --seed: invalid int value: 'x'"),
+])
+def test_bad_value_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
+    out_dir = tmp_path / "runs"
+    assert main(["run", "quickstart", "--quick", "--out", str(out_dir), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("toyreason: error: ") and message in err
+    assert err.count("\n") == 1
+    assert not out_dir.exists()
+
+
+def test_unknown_experiment_lists_the_known_ones(capsys):
+    assert main(["run", "no-such-figure"]) == 2
+    assert "known: " in capsys.readouterr().err
+
+
+def test_export_task_bad_set_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "x.jsonl"
+    code = main(["export-task", "seq/copy", "--n", "3", "--seed", "0", "--set", "length=x",
+                 "--out", str(out)])
+    assert code == 2 and not out.exists()
+    assert capsys.readouterr().err == "toyreason: error: --set length=x: expected an integer\n"
+
+
+def test_quickstart_claims_can_fail():
+    from experiments import quickstart
+
+    config = quickstart.quick_config()
+    bad = {"accuracy": np.array([0.5]), "final_token_acc": 0.8}
+    assert [c.holds for c in quickstart.claims(bad, config)] == [False, False]
+
+
+# ----------------------------------------------------------------- the runner, on a fake module
+@dataclasses.dataclass(frozen=True)
+class FakeConfig:
+    seed: int = 0
+    n_seeds: int = 1
+    value: float = 2.0
+
+    def __post_init__(self):
+        if self.value < 0:
+            raise ValueError(f"FakeConfig.value={self.value} is not allowed: >= 0")
+
+
+def fake_module(fail_in_run: bool = False) -> types.ModuleType:
+    def run(config, run_dir):
+        if fail_in_run:
+            raise RuntimeError("boom")
+        return {"curve": np.arange(3.0) * config.value, "final": config.value}
+
+    def plot(result, config, run_dir):
+        (run_dir / "figure.png").write_bytes(b"png")
+
+    module = types.ModuleType("fake")
+    module.__dict__.update(
+        NAME="fake", PAPER="none", DESCRIPTION="test double", Config=FakeConfig,
+        quick_config=FakeConfig, run=run, plot=plot,
+        claims=lambda result, config: [at_least("value >= 1", 1.0, result["final"])])
+    return module
+
+
+def test_execute_writes_the_run_and_a_failed_claim_exits_0_unless_strict(tmp_path, capsys):
+    module = fake_module()
+    run_dir = execute(module, FakeConfig(value=0.5), tmp_path)
+    assert run_dir == tmp_path / "fake" / config_hash(FakeConfig(value=0.5))
+    assert json.loads((run_dir / "config.json").read_text()) == {"seed": 0, "n_seeds": 1,
+                                                                 "value": 0.5}
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["claims_held"] == "0/1"
+    assert manifest["command"] == "toyreason run fake --seed 0 --seeds 1 --set value=0.5"
+    assert np.load(run_dir / "metrics.npz")["curve"].tolist() == [0.0, 0.5, 1.0]
+    assert [c["holds"] for c in read_claims(run_dir / "claims.json")] == [False]
+    assert "NO" in capsys.readouterr().out
+    with pytest.raises(ClaimsFailed, match="value >= 1"):
+        execute(module, FakeConfig(value=0.5), tmp_path / "strict", strict=True)
+
+
+def test_execute_marks_a_crashed_run_failed(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        execute(fake_module(fail_in_run=True), FakeConfig(), tmp_path)
+    (run_dir,) = (tmp_path / "fake").iterdir()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["error"] == "RuntimeError: boom"
+
+
+def test_execute_writes_nothing_for_an_invalid_config(tmp_path):
+    config = FakeConfig()
+    object.__setattr__(config, "value", -1.0)  # bypasses __post_init__, as a bad caller might
+    with pytest.raises(ValueError, match="FakeConfig.value=-1.0"):
+        execute(fake_module(), config, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,189 @@
+"""The ``toyreason`` command.
+
+    toyreason list
+    toyreason run NAME [--quick] [--seeds N] [--seed S] [--out DIR] [--set key=value ...]
+                       [--strict]
+    toyreason report [DIR]
+    toyreason export-task NAME --n N --seed S [--split train] [--set key=value ...]
+                       --out FILE.jsonl
+
+Every bad argument or value is ONE line on stderr (``toyreason: error: --set lr=abc:
+expected a float``) with exit code 2, and is caught before anything is written. A run whose
+claims fail exits 0 unless ``--strict`` (then 1); a run that diverges exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shlex
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """A bad argument: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + message; we want one line
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="toyreason", description="Toy reasoning models in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="list experiments and tasks")
+
+    run = sub.add_parser("run", help="run an experiment into OUT/NAME/<config hash>/")
+    run.add_argument("name")
+    run.add_argument("--quick", action="store_true", help="the small config (about 30 s)")
+    run.add_argument("--seeds", type=int, help="number of seeds (config.n_seeds)")
+    run.add_argument("--seed", type=int, help="first seed (config.seed)")
+    run.add_argument("--out", default="runs", help="root directory of runs (default: runs)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config field, dotted for nested fields")
+    run.add_argument("--strict", action="store_true", help="exit 1 if a claim fails")
+
+    report = sub.add_parser("report", help="gather runs into report.md and report.html")
+    report.add_argument("root", nargs="?", default="runs")
+
+    export = sub.add_parser("export-task", help="write task examples as JSONL")
+    export.add_argument("name")
+    export.add_argument("--n", type=int, required=True)
+    export.add_argument("--seed", type=int, required=True)
+    export.add_argument("--split", default="train")
+    export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    export.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        handler = {"list": _list, "run": _run, "report": _report, "export-task": _export}
+        return handler[args.command](args, argv)
+    except UsageError as err:
+        print(f"toyreason: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+# --------------------------------------------------------------------------- commands
+def _list(args, argv) -> int:
+    import experiments
+    import tasks
+
+    print("experiments:")
+    for name in experiments.names():
+        print(f"  {name:24s} {experiments.get(name).DESCRIPTION}")
+    print("tasks:")
+    for name in tasks.names():
+        print(f"  {name}")
+    return 0
+
+
+def _run(args, argv) -> int:
+    import experiments
+    from experiments import runner
+    from toymodels.loop import TrainingDiverged
+
+    try:
+        module = experiments.get(args.name)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    config = module.quick_config() if args.quick else module.Config()
+    for flag, key, value in (("--seed", "seed", args.seed), ("--seeds", "n_seeds", args.seeds)):
+        if value is not None:
+            config = _apply(config, f"{key}={value}", flag=f"{flag} {value}")
+    for item in args.set:
+        config = _apply(config, item)
+    try:
+        config = runner.validate(module, config)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    _check_out_dir(Path(args.out), "--out")
+    try:
+        runner.execute(module, config, args.out, strict=args.strict,
+                       command=shlex.join(["toyreason", *argv]))
+    except runner.ClaimsFailed as err:
+        print(f"toyreason: {err}", file=sys.stderr)
+        return 1
+    except TrainingDiverged as err:
+        print(f"toyreason: training diverged: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(args, argv) -> int:
+    root = Path(args.root)
+    if not root.is_dir():
+        raise UsageError(f"report: {root} is not a directory of runs")
+    try:
+        report = importlib.import_module("experiments.report")
+    except ModuleNotFoundError as err:
+        if err.name != "experiments.report":
+            raise
+        raise UsageError("report: not available yet (experiments/report.py is missing)") from None
+    for path in report.build(root):
+        print(path)
+    return 0
+
+
+def _export(args, argv) -> int:
+    import tasks
+
+    try:
+        cls = tasks.resolve(args.name)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.n < 1:
+        raise UsageError(f"--n {args.n}: expected an integer >= 1")
+    if args.split not in cls.splits:
+        raise UsageError(f"--split {args.split}: expected one of {', '.join(cls.splits)}")
+    config = cls.Config()
+    for item in args.set:
+        config = _apply(config, item)
+    task = cls(config)
+    out = Path(args.out)
+    if out.is_dir() or not out.parent.is_dir():
+        raise UsageError(f"--out {out}: expected a file in an existing directory")
+    try:
+        export = importlib.import_module("tasks.export")
+    except ModuleNotFoundError as err:
+        if err.name != "tasks.export":
+            raise
+        raise UsageError("export-task: not available yet (tasks/export.py is missing)") from None
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        export.export_jsonl(task, args.n, args.seed, tmp, args.split)
+        os.replace(tmp, out)  # a failed export never leaves a partial file at --out
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {args.n} examples of {cls.name} to {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- helpers
+def _apply(config, item: str, flag: str | None = None):
+    """One ``key=value`` override; a bad one becomes a one-line usage error."""
+    from toymodels.configs import override
+
+    try:
+        return override(config, [item])
+    except ValueError as err:
+        if flag is None:
+            raise UsageError(f"--set {err}") from None
+        raise UsageError(f"{flag}: {str(err).partition(': ')[2] or err}") from None
+
+
+def _check_out_dir(path: Path, flag: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: exists and is not a directory")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
