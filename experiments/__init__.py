@@ -49,6 +49,12 @@ def names() -> list[str]:
 # Figure modules, one explicit import line each (add yours here).
 from experiments import entropy_mechanism  # noqa: E402, I001
 from experiments import quickstart  # noqa: E402
+from experiments import clipping_entropy  # noqa: E402
+from experiments import grpo_length_bias  # noqa: E402
+from experiments import passk_support  # noqa: E402
 
 register(entropy_mechanism)
 register(quickstart)
+register(clipping_entropy)
+register(grpo_length_bias)
+register(passk_support)
