@@ -133,6 +133,21 @@ def test_load_params_returns_the_trained_params(tmp_path, four_seeds):
         load_params(tmp_path, step=5)
 
 
+def test_load_params_restores_a_run_trained_from_one_key(tmp_path):
+    """One key (no seed axis) and a key array of two seeds are both restorable, each in the
+    layout it was saved in; a seed_index outside the saved seeds is refused."""
+    one, _ = make_train(TINY, tmp_path / "one")(jax.random.key(7))
+    _, loaded, _ = load_params(tmp_path / "one")
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(one), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    two, _ = make_train(TINY, tmp_path / "two")(jax.random.split(jax.random.key(7), 2))
+    _, second, _ = load_params(tmp_path / "two", seed_index=1)
+    for a, b in zip(jax.tree.leaves(second), jax.tree.leaves(two), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b[1]))
+    with pytest.raises(ValueError, match="seed_index=2"):
+        load_params(tmp_path / "two", seed_index=2)
+
+
 def test_one_layer_model_learns_reversal():
     """The quickstart's model (1 layer, attention only, d_model 32) on 6-symbol strings."""
     from experiments import quickstart

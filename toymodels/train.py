@@ -35,6 +35,7 @@ from toymodels.sampler import generate
 
 SCHEDULES = ("chunks", "log")
 CONFIG_FILE = "ntp_config.json"
+LAYOUT_FILE = "ntp_layout.json"  # which seeds the checkpoints hold (see load_params)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +214,10 @@ def make_train(config: NTPConfig, run_dir: Path | str | None = None):
         step_fn = parts.seeds_step if batched else parts.step
         if run_dir is not None:
             _claim_run_dir(Path(run_dir), config)
+            # A run may train the config's seeds, other keys, or one key without a seed
+            # axis: record which, so load_params restores the layout that was saved.
+            layout = {"seed_axis": batched, "n_seeds": int(keys.shape[0]) if batched else 1}
+            runs.write_json(Path(run_dir) / LAYOUT_FILE, layout)
         result = loop.run_chunks(step_fn, carry, total_steps=config.steps,
                                  chunk_size=config.chunk_size, run_dir=run_dir,
                                  checkpoint_steps=keep, desc=f"ntp {config.task}")
@@ -242,9 +247,13 @@ def load_params(run_dir: Path | str, seed_index: int | None = None, step: int | 
     """
     run_dir = Path(run_dir)
     config = from_dict(NTPConfig, json.loads((run_dir / CONFIG_FILE).read_text()))
-    if seed_index is not None and not 0 <= seed_index < config.n_seeds:
-        raise ValueError(f"seed_index={seed_index} is not allowed: in [0, {config.n_seeds})")
-    like = checkpoint_template(config)
+    layout_path = run_dir / LAYOUT_FILE
+    layout = json.loads(layout_path.read_text()) if layout_path.exists() else {}
+    seed_axis = layout.get("seed_axis", True)
+    n_seeds = layout.get("n_seeds", config.n_seeds)
+    if seed_index is not None and not 0 <= seed_index < n_seeds:
+        raise ValueError(f"seed_index={seed_index} is not allowed: in [0, {n_seeds})")
+    like = checkpoint_template(config, n_seeds=n_seeds, seed_axis=seed_axis)
     if step is None:
         found, tree, skipped = checkpoint.restore_latest(run_dir, like)
         if found is None:
@@ -257,17 +266,26 @@ def load_params(run_dir: Path | str, seed_index: int | None = None, step: int | 
             raise ValueError(f"checkpoint {path} is not usable: {reason}")
         tree = checkpoint.restore(path, like(step))
     params = tree["carry"]["params"]
-    if seed_index is not None:
+    if seed_index is not None and seed_axis:
         params = jax.tree.map(lambda x: x[seed_index], params)
     return _parts(config).graphdef, params, config
 
 
-def checkpoint_template(config: NTPConfig) -> Callable[[int], dict]:
+def checkpoint_template(config: NTPConfig, n_seeds: int | None = None,
+                        seed_axis: bool = True) -> Callable[[int], dict]:
     """``step -> template`` of the tree a ``make_train(config, run_dir)`` checkpoint holds
-    (``{"carry": ..., "metrics": ...}``, shapes only), for ``checkpoint.restore``."""
+    (``{"carry": ..., "metrics": ...}``, shapes only), for ``checkpoint.restore``.
+
+    ``n_seeds`` (default ``config.n_seeds``) seeds on a leading axis, or with
+    ``seed_axis=False`` the layout of a run trained from one key."""
     parts = _parts(config)
-    carry = jax.eval_shape(parts.init_seeds, seed_keys(config.seed, config.n_seeds))
-    step_shapes = jax.eval_shape(lambda c: parts.seeds_step(c, None)[1], carry)
+    if seed_axis:
+        n = config.n_seeds if n_seeds is None else n_seeds
+        carry = jax.eval_shape(parts.init_seeds, seed_keys(config.seed, n))
+        step_shapes = jax.eval_shape(lambda c: parts.seeds_step(c, None)[1], carry)
+    else:
+        carry = jax.eval_shape(parts.init_one, jax.random.key(config.seed))
+        step_shapes = jax.eval_shape(lambda c: parts.step(c, None)[1], carry)
     return lambda n: {"carry": carry, "metrics": jax.tree.map(
         lambda s: jax.ShapeDtypeStruct((n, *s.shape), s.dtype), step_shapes)}
 
