@@ -52,9 +52,11 @@ from experiments import quickstart  # noqa: E402
 from experiments import clipping_entropy  # noqa: E402
 from experiments import grpo_length_bias  # noqa: E402
 from experiments import passk_support  # noqa: E402
+from experiments import long_cot_emergence  # noqa: E402
 
 register(entropy_mechanism)
 register(quickstart)
 register(clipping_entropy)
 register(grpo_length_bias)
 register(passk_support)
+register(long_cot_emergence)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from toymodels.rl import metrics as M
+from toymodels.rl import reflection
 from toymodels.rl.advantages import compute_advantages
 from toymodels.rl.config import RLConfig
 from toymodels.rl.objectives import KL_ESTIMATORS, kl_exact, policy_loss, token_logprobs
@@ -138,6 +139,9 @@ def _step_metrics(c: RLConfig, ro, grouped, adv, ref_logits, stats) -> dict:
         out[f"kl_{name}"] = M.masked_mean(fn(ro.old_logp, ref_logp), mask)
     for name, value in ro.counters.items():
         out[f"counter_{name}"] = jnp.mean(value)
+    if set(reflection.NEEDED) <= set(ro.counters):  # a task with <back> (graph_search)
+        out.update({f"reflection_{k}": v
+                    for k, v in reflection.step_metrics(ro.counters).items()})
     return out
 
 
