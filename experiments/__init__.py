@@ -53,6 +53,7 @@ from experiments import clipping_entropy  # noqa: E402
 from experiments import grpo_length_bias  # noqa: E402
 from experiments import passk_support  # noqa: E402
 from experiments import long_cot_emergence  # noqa: E402
+from experiments import iteration_head  # noqa: E402
 
 register(entropy_mechanism)
 register(quickstart)
@@ -60,3 +61,4 @@ register(clipping_entropy)
 register(grpo_length_bias)
 register(passk_support)
 register(long_cot_emergence)
+register(iteration_head)

@@ -1,0 +1,102 @@
+"""The iteration-head figure (Cabannes et al. 2024, arXiv 2406.02128): data format, the
+compiled construction on that format, claims that can fail, and the quick run end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import iteration_head as ih
+from experiments import runner
+from theory.circuits import iteration_head
+from toymodels.interp import load_weights
+
+
+@pytest.mark.parametrize("kind", ih.KINDS)
+def test_sample_matches_python(kind):
+    n_max = 5
+    b = ih.sample(jax.random.key(3), 16, kind, n_max)
+    for row_p, row_t, length in zip(np.asarray(b.prompts), np.asarray(b.targets),
+                                    np.asarray(b.meta["L"]), strict=True):
+        body = row_p[n_max - length:]
+        assert (row_p[: n_max - length] == 0).all() and body[0] == 2 and body[-1] == 3
+        x = body[1:-1] - 4
+        s, out = 0, []
+        for t, xt in enumerate(x):
+            s = (s + xt) % 2 if kind == "parity" else (xt if t == 0 else (s * xt + 1) % 11)
+            out.append(s)
+        assert list(row_t[:length] - 4) == out and row_t[length] == 1
+        assert (row_t[length + 1:] == 0).all()
+
+
+def test_construction_scores_and_ablations():
+    """The prediction's source: the compiled circuit solves the format with both scores 1,
+    and zero-ablating what it needs breaks it while its (zero) layer-1 MLP does not."""
+    n_max = 6
+    g, p = load_weights(*iteration_head.build(n_max))
+    batch = ih.sample(jax.random.key(0), 128, "parity", n_max)
+    m = {k: float(v) for k, v in ih._measure(g, p, batch, n_max).items()}
+    assert m["acc"] == 1.0 and m["l1_abs"] > 0.99 and m["l2_abs"] > 0.99
+    acc = dict(zip(ih.ABLATIONS, np.asarray(ih._ablations(g, p, batch, n_max)), strict=True))
+    for name in ih.NEEDED:
+        assert acc[name] <= ih.CHANCE_ACC["parity"] + ih.ABLATE_CHANCE_TOL, name
+    assert acc["L1 MLP"] == 1.0
+
+
+def _synthetic(n_seeds=5, drop_at=10, form_at=10, l1_mlp_acc=0.99):
+    """A result as run() returns it: the loss drops at eval ``drop_at`` and the scores jump
+    from chance to 1 at eval ``form_at``; ablations as the construction predicts."""
+    n_eval, every = 21, 10
+    result = {"eval_step": np.arange(n_eval) * float(every)}
+    loss = np.where(np.arange((n_eval - 1) * every) < drop_at * every - every, 0.7, 0.01)
+    result["parity_loss"] = np.tile(loss, (n_seeds, 1))
+    for score in ih.SCORES:
+        chance = 0.15 if score.endswith("abs") else 0.0
+        curve = np.where(np.arange(n_eval) < form_at, chance, 1.0)
+        result[f"parity_{score}"] = np.tile(curve, (n_seeds, 1))
+        result[f"parity_{score}_chance"] = np.float32(chance)
+    result["parity_acc_clean"] = np.full(n_seeds, 1.0)
+    result["parity_acc_ablated"] = np.tile([0.3, l1_mlp_acc, 0.45, 0.5], (n_seeds, 1))
+    result["parity_tv_l1"] = result["parity_tv_l2"] = np.full(n_seeds, 0.02)
+    return result
+
+
+def _verdicts(result):
+    config = dataclasses.replace(ih.Config(), tasks=("parity",))
+    return {c.name: c.holds for c in ih.claims(result, config)}
+
+
+def test_claims_hold_on_the_predicted_behaviour():
+    assert all(_verdicts(_synthetic()).values())
+
+
+def test_wrong_predictions_are_rejected():
+    late = _verdicts(_synthetic(drop_at=5, form_at=20))  # forms 4x later than the drop
+    assert not late["parity: |log(t_form(l2_abs) / t_drop)|"]
+    needed = _verdicts(_synthetic(l1_mlp_acc=0.5))  # the "not needed" MLP was needed
+    assert not needed["parity: accuracy drop without L1 MLP (not needed)"]
+    r = _synthetic()
+    r["parity_tv_l2"] = np.full(5, 0.5)
+    assert not _verdicts(r)["parity: TV(learned, construction) layer 2"]
+    r = _synthetic()
+    r["parity_l1_abs"] = r["parity_l1_abs"] * 0 + 0.6  # never leaves 0.6
+    v = _verdicts(r)
+    assert not v["parity: final l1_abs"] and not v["parity: l1_abs at init = chance"]
+
+
+def test_quick_run_end_to_end(tmp_path):
+    config = ih.quick_config()
+    run_dir = runner.execute(ih, config, tmp_path)
+    assert (run_dir / "figure.png").exists() and (run_dir / "claims.json").exists()
+    found = ih.claims(dict(np.load(run_dir / "metrics.npz")), config)
+    assert len(found) == 18 and all(np.isfinite(float(c.measured)) for c in found)
+
+
+@pytest.mark.slow
+def test_full_run(tmp_path):
+    config = ih.Config(seed=11)  # other seeds than the figure's
+    run_dir = runner.execute(ih, config, tmp_path)
+    assert (run_dir / "claims.json").exists()
