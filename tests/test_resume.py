@@ -13,6 +13,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from helpers import sigkill_when
 
 from toymodels import checkpoint
 from toymodels.config import ModelConfig
@@ -80,15 +81,7 @@ def uninterrupted():
 
 def test_sigkilled_run_resumes_bitwise_equal(tmp_path, uninterrupted):
     proc = child(tmp_path, "run", "slow")
-    try:
-        for line in proc.stdout:
-            if line.strip() == "saved 4":
-                proc.send_signal(signal.SIGKILL)
-                break
-        proc.wait(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == -signal.SIGKILL  # killed, not finished
+    assert sigkill_when(proc, "saved 4", timeout=120) == -signal.SIGKILL  # killed, not finished
     run_dir = tmp_path / "run"
     assert checkpoint.steps(run_dir)[-1] == 4 and not (tmp_path / "run.npz").exists()
 

@@ -13,6 +13,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from helpers import sigkill_when
 
 from toymodels import checkpoint
 from toymodels.config import ModelConfig
@@ -134,15 +135,7 @@ def test_sigkilled_rl_run_resumes_bitwise_equal(tmp_path, ntp_dir, tiny_run):
     proc = subprocess.Popen([sys.executable, str(script), json.dumps(to_dict(config)),
                              str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    try:
-        for line in proc.stdout:
-            if line.strip() == "saved 2":
-                proc.send_signal(signal.SIGKILL)
-                break
-        proc.wait(timeout=300)
-    finally:
-        proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    assert sigkill_when(proc, "saved 2", timeout=300) == -signal.SIGKILL
     assert checkpoint.steps(run_dir) == [2]
 
     train = make_train(config, run_dir)
