@@ -9,7 +9,7 @@ reference circuits of ``theory.circuits``. A walk-through is in ``docs/interp.md
 * ``patching``: ``head_ablation``, ``mean_activation``, ``ablate_neurons``, ``PatchPairs``,
   ``logit_diff``, ``patch_sweep`` (vmapped over layers, heads and positions).
 * ``probes``: ``fit_probe`` (ridge or logistic, held-out and shuffled-label control),
-  ``gather_positions``.
+  ``gather_positions``, ``labelled_rows`` (activations paired with ``tasks.pairs.latents``).
 * ``formation``: ``formation_step``, ``scores_over_checkpoints``, ``ntp_checkpoints``,
   ``plot_formation``.
 """
@@ -45,12 +45,13 @@ from toymodels.interp.patching import (
     mean_activation,
     patch_sweep,
 )
-from toymodels.interp.probes import ProbeResult, fit_probe, gather_positions
+from toymodels.interp.probes import ProbeResult, fit_probe, gather_positions, labelled_rows
 
 __all__ = [
     "PatchPairs", "PatchResult", "ProbeResult", "ablate_neurons", "attention_patterns",
     "config_of", "direct_logit_attribution", "fit_probe", "formation_step", "gather_positions",
-    "head_ablation", "layout", "load_weights", "logit_diff", "logit_lens", "mean_activation",
-    "ntp_checkpoints", "ov_circuit", "patch_sweep", "pattern_score", "plot_formation",
-    "qk_circuit", "residual_parts", "run_with_cache", "scores_over_checkpoints", "weight",
+    "head_ablation", "labelled_rows", "layout", "load_weights", "logit_diff", "logit_lens",
+    "mean_activation", "ntp_checkpoints", "ov_circuit", "patch_sweep", "pattern_score",
+    "plot_formation", "qk_circuit", "residual_parts", "run_with_cache", "scores_over_checkpoints",
+    "weight",
 ]

@@ -72,6 +72,20 @@ class PatchPairs:
             raise ValueError(f"PatchPairs.answer_pos must lie in [0, {shape[1]}), got "
                              f"{pos.min()}..{pos.max()}")
 
+    @classmethod
+    def from_task_pairs(cls, pairs) -> PatchPairs:
+        """``PatchPairs`` from ``tasks.pairs.corrupt_pairs(task, key, n)``: its teacher-forced
+        clean/corrupt sequences, answer column, answers and left-padding mask. Pairs whose
+        ``changed`` flag is False (possible only when the pairs were built under ``jit``) are
+        dropped, so every kept pair changes the answer."""
+        keep = np.asarray(pairs.changed, bool)
+        if not keep.any():
+            raise ValueError("PatchPairs.from_task_pairs: no pair changes the answer "
+                             "(every `changed` flag is False)")
+        take = lambda x: jnp.asarray(np.asarray(x)[keep])
+        return cls(take(pairs.clean), take(pairs.corrupt), take(pairs.answer_pos),
+                   take(pairs.clean_answer), take(pairs.corrupt_answer), take(pairs.valid))
+
 
 def logit_diff(logits: jax.Array, pairs: PatchPairs) -> jax.Array:
     """float32[B]: logit(clean_answer) - logit(corrupt_answer) at each answer position."""

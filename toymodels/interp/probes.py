@@ -44,6 +44,24 @@ def gather_positions(acts: jax.Array, positions) -> jax.Array:
     return acts[jnp.arange(b)[:, None], positions].reshape(-1, acts.shape[-1])
 
 
+def labelled_rows(acts, labels, *, shift: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Features [N, D] and labels int[N] of every (example, column) whose label is defined.
+
+    ``acts`` [B, T, D] (a cached site), ``labels`` int[B, T] with -1 where undefined (as
+    ``tasks.pairs.latents`` returns them). ``shift=1`` pairs the activation at column j with
+    the label of column j + 1: what column j must compute to predict the next token.
+    """
+    acts, labels = np.asarray(acts), np.asarray(labels)
+    if acts.ndim != 3 or labels.shape != acts.shape[:2]:
+        raise ValueError(f"labelled_rows: acts must be [B, T, D] and labels int[B, T]; got "
+                         f"{acts.shape} and {labels.shape}")
+    if not 0 <= shift < acts.shape[1]:
+        raise ValueError(f"labelled_rows: shift={shift} is not allowed: in [0, {acts.shape[1]})")
+    acts, labels = acts[:, :acts.shape[1] - shift], labels[:, shift:]
+    keep = labels >= 0
+    return acts[keep], labels[keep]
+
+
 def _standardise(x_train, x):
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     return (x - mean) / std
