@@ -12,6 +12,9 @@ so an answer with π_a = 0 gets zero gradient either way (it is never sampled), 
 general |∂J/∂z_a| <= π_a · max_b |r_b − E_π[r]|: the push on an answer is bounded by its
 probability. With function approximation (shared parameters) the bound does not hold per
 answer; interference between answers is what can break support preservation.
+
+``rl_reach`` and ``unsolved_bound`` turn this into a prediction for a finite RL run (ours,
+docs/theory_rl_dynamics.md §4, used by the ``passk-support`` figure).
 """
 
 from __future__ import annotations
@@ -63,3 +66,37 @@ def support(probs, tol: float = 0.0):
 def support_preserved(p_before, p_after, tol: float = 0.0) -> bool:
     """True iff no answer outside the support of ``p_before`` entered that of ``p_after``."""
     return bool(np.all(support(p_before, tol) | ~support(p_after, tol)))
+
+
+def rl_reach(p, group_size: int, prompt_draws: int, n_problems: int):
+    """P(RL ever samples a correct completion of problem j), at a fixed success rate p_j.
+
+    Ours (docs/theory_rl_dynamics.md §4): each of ``prompt_draws`` uniform prompt draws hits
+    problem j with probability 1/|P| and then draws G completions, one of which at least is
+    correct with probability 1 − (1 − p_j)^G, so
+        ρ_j = 1 − (1 − (1 − (1 − p_j)^G) / |P|)^D.
+    Hand values: p = 1/2, G = 1, D = 2, |P| = 1 gives 3/4; p = 1/2, G = 2, D = 1, |P| = 4
+    gives 3/16. Computed with log1p/expm1, so tiny p keeps its digits (ρ ≈ G·D·p/|P|).
+    """
+    p = np.asarray(p, np.float64)
+    if np.any(p < 0) or np.any(p > 1):
+        raise ValueError("success probabilities must lie in [0, 1]")
+    hit = -np.expm1(group_size * np.log1p(-p)) / n_problems
+    return -np.expm1(prompt_draws * np.log1p(-hit))
+
+
+def unsolved_bound(p_base, reach, n: int):
+    """Upper bound on the expected fraction of base-unsolved problems solved after RL.
+
+    Ours (docs/theory_rl_dynamics.md §4): problem j is base-unsolved (no success in n base
+    samples) with probability w_j = (1 − p_j)^n. If RL learns a problem only when it sampled a
+    correct completion (probability ρ_j, ``rl_reach``) and a never-rewarded problem keeps at
+    most its base success b_j = 1 − (1 − p_j)^n, then
+        F_U ≤ Σ_j w_j [ρ_j + (1 − ρ_j) b_j] / Σ_j w_j.
+    Hand value: p = (0, 1), ρ = (0, 1): only problem 0 is unsolved and unreachable: 0.
+    """
+    p = np.asarray(p_base, np.float64)
+    rho = np.asarray(reach, np.float64)
+    w = np.exp(n * np.log1p(-p))
+    b = -np.expm1(n * np.log1p(-p))
+    return float(np.sum(w * (rho + (1 - rho) * b)) / np.sum(w))

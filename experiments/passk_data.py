@@ -1,0 +1,187 @@
+"""Training and exact measurement for the ``passk-support`` figure (experiments/passk_support.py).
+
+* ``train_base``: next-token training on ``arith/modular_sum`` (direct answer, N = 1) with one
+  answer value *excluded* from the data: a problem whose answer is ``excluded`` has its last
+  term shifted by one, so it becomes a problem with answer ``excluded + 1``. The base never
+  sees the excluded answer as a target, so its probability on that class is what the
+  softmax leaves there (small, measured, never exactly zero).
+* ``train_rl``: GRPO (``toymodels.rl``) on the task's own distribution, which contains the
+  excluded class: RL is free to discover it, if it ever samples it.
+* ``all_problems`` / ``gold_loglik``: every problem of the task (m^T of them) and the exact
+  log π(gold answer, <eos> | prompt) by teacher forcing. With N = 1 and completions of
+  ``max_target_len`` = 2 tokens the reward is 1 iff the completion is exactly (answer, <eos>),
+  so the success probability of problem j is p_j = exp(log π(gold_j)) *exactly*, and pass@k is
+  exact (``theory.passk.pass_at_k_exact``): no sampling error on the evaluation side.
+* ``support_stats``: the expectations behind the support claims (``theory.support.rl_reach``
+  and ``unsolved_bound``; derivation in docs/theory_rl_dynamics.md §4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from theory import support
+
+TASK = "arith/modular_sum"
+
+
+def task_config(config) -> dict:
+    return {"n_terms": config.n_terms, "n_steps": 1, "modulus": config.modulus}
+
+
+def make_task(config):
+    from tasks import make
+
+    return make(TASK, **task_config(config))
+
+
+def model_config(config, task):
+    from toymodels.config import ModelConfig
+
+    return ModelConfig(vocab_size=task.vocab.size, n_layers=1, n_heads=2,
+                       d_model=config.d_model, d_mlp=2 * config.d_model,
+                       max_len=task.prompt_len + task.max_target_len)
+
+
+def exclude_answer(batch, task, excluded: int):
+    """Problems with answer ``excluded`` get their last term shifted by +1 (mod m), hence
+    answer ``excluded + 1``: the data then never contains the excluded answer as a target."""
+    m, t = task.config.modulus, task.config.n_terms
+    hit = (batch.meta["answer"] == excluded).astype(jnp.int32)
+    num0 = task.vocab.num(0)
+    last = (batch.prompts[:, t - 1] - num0 + hit) % m + num0
+    answer = (batch.meta["answer"] + hit) % m
+    targets = batch.targets.at[:, 0].set(task.vocab.num(answer).astype(jnp.int32))
+    return dataclasses.replace(batch, prompts=batch.prompts.at[:, t - 1].set(last),
+                               targets=targets, meta={**batch.meta, "answer": answer})
+
+
+def train_base(config, task):
+    """One base model (key ``config.seed``): Adam on the filtered data until the running mean
+    of the batch accuracy reaches ``config.base_accuracy`` (at most ``ntp_steps`` steps).
+
+    Why stop on accuracy: modular addition is learnt in a sudden, seed-dependent transition
+    (pilot: at a fixed 450 steps the base pass@1 was 0.10, 0.63 or 0.80 by seed), and the
+    figure needs a base in the middle of it, where per-problem success spreads from ~0 to ~1.
+    Returns graphdef, params, and the number of steps taken.
+    """
+    from toymodels import model
+    from toymodels.train import NTPConfig, make_optimizer, ntp_loss
+
+    mc = model_config(config, task)
+    ntp = NTPConfig(model=mc, task=TASK, task_config=task_config(config),
+                    steps=config.ntp_steps, lr=config.ntp_lr, warmup_steps=10,
+                    chunk_size=config.ntp_steps)
+    opt, _ = make_optimizer(ntp)
+    init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    graphdef, params = model.init(mc, init_key)
+
+    def step(carry):
+        params, state, i, acc = carry
+        batch = exclude_answer(task.sample(jax.random.fold_in(data_key, i), ntp.batch_size),
+                               task, config.excluded_answer)
+        (_, aux), grads = jax.value_and_grad(lambda p: ntp_loss(graphdef, p, batch),
+                                             has_aux=True)(params)
+        updates, state = opt.update(grads, state, params)
+        # running mean over ~20 batches: one batch of 64 is too noisy to stop on
+        acc = 0.95 * acc + 0.05 * aux["seq_acc"]
+        return optax.apply_updates(params, updates), state, i + 1, acc
+
+    def going(carry):
+        return (carry[2] < ntp.steps) & (carry[3] < config.base_accuracy)
+
+    loop = jax.jit(lambda p: jax.lax.while_loop(going, step, (p, opt.init(p), 0, 0.0)))
+    params, _, steps, _ = loop(params)
+    return graphdef, params, int(steps)
+
+
+def train_rl(config, graphdef, base):
+    """GRPO from the base for the seeds ``seed .. seed + n_seeds - 1`` (vmapped)."""
+    from toymodels.rl.config import RLConfig
+    from toymodels.rl.train import make_train
+
+    rl = make_train(RLConfig(task=TASK, task_config=task_config(config), advantage="grpo",
+                             group_size=config.group_size,
+                             prompts_per_step=config.prompts_per_step, lr=config.rl_lr,
+                             steps=config.rl_steps, chunk_size=config.rl_steps,
+                             seed=config.seed, n_seeds=config.n_seeds),
+                    init=(graphdef, base))
+    params, metrics = rl()
+    return params, np.asarray(metrics["reward_mean"]).T  # [seeds, steps]
+
+
+def all_problems(task):
+    """Every problem of the task in lexicographic order of its terms, as a Batch."""
+    from tasks.core import EOS, Batch
+
+    c = task.config
+    terms = np.array(list(itertools.product(range(c.modulus), repeat=c.n_terms)), np.int32)
+    answer = terms.sum(1) % c.modulus
+    n = len(terms)
+    prompts = np.concatenate([np.asarray(task.vocab.num(terms)),
+                              np.full((n, 1), task.vocab.id("="))], 1).astype(np.int32)
+    targets = np.stack([np.asarray(task.vocab.num(answer)), np.full(n, EOS)], 1)
+    return Batch(prompts=jnp.asarray(prompts), prompt_lens=jnp.full(n, prompts.shape[1]),
+                 targets=jnp.asarray(targets, jnp.int32), target_lens=jnp.full(n, 2),
+                 meta={"terms": jnp.asarray(terms), "answer": jnp.asarray(answer)})
+
+
+def gold_loglik(graphdef, params, batch, *, seed_axis: bool = False):
+    """log π(gold completion | prompt) per problem by teacher forcing, float64 numpy
+    ([problems], or [seeds, problems] for params with a leading seed axis)."""
+    fn = _gold_loglik_seeds if seed_axis else _gold_loglik
+    return np.asarray(fn(graphdef, params, batch), np.float64)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _gold_loglik(graphdef, params, batch):
+    from toymodels.rl.objectives import token_logprobs
+    from toymodels.rl.rollout import completion_logits
+
+    valid = jnp.ones(batch.prompts.shape, bool)  # every prompt has full length: no padding
+    logits = completion_logits(graphdef, params, batch.prompts, valid, batch.targets)
+    return token_logprobs(logits, batch.targets).sum(1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _gold_loglik_seeds(graphdef, params, batch):
+    return jax.vmap(lambda p: _gold_loglik(graphdef, p, batch))(params)
+
+
+# ---------------------------------------------------------------------------- statistics
+def solved(p, n: int):
+    """P(at least one of n samples correct) = 1 − (1 − p)^n, stable for tiny p."""
+    return -np.expm1(n * np.log1p(-np.asarray(p, np.float64)))
+
+
+def support_stats(p_base, p_rl, n: int, reach, reach_scale: float = 1.0) -> dict:
+    """Expected fractions (over the sampling of n base and n RL samples) behind the support
+    claims; ``p_rl`` [seeds, problems]. Weights w_j = P(c_base = 0) = (1 − p_j)^n.
+
+    F_U = Σ w_j s_j / Σ w_j, s_j = 1 − (1 − q_j)^n: base-unsolved problems RL solves;
+    F_S = Σ (1 − w_j) s_j / Σ (1 − w_j): the same for problems the base solves at least once;
+    bound = ``theory.support.unsolved_bound`` with ρ_j = reach_scale · reach_j.
+    """
+    w = np.exp(n * np.log1p(-np.asarray(p_base, np.float64)))
+    s_rl = solved(p_rl, n)
+    rho = np.clip(reach_scale * np.asarray(reach), 0.0, 1.0)
+    bound = support.unsolved_bound(p_base, rho, n)
+    return {"F_U": (s_rl * w).sum(-1) / w.sum(), "F_S": (s_rl * (1 - w)).sum(-1) / (1 - w).sum(),
+            "bound": float(bound), "n_unsolved": float(w.sum()),
+            "base_luck": float(np.sum(w * solved(p_base, n)) / w.sum())}
+
+
+def rank_correlation(x, y):
+    """Spearman's ρ over the last axis (Pearson correlation of ranks; ties are measure-zero
+    for continuous log-likelihoods). x [problems], y [..., problems]."""
+    rank = lambda v: np.argsort(np.argsort(v, axis=-1), axis=-1).astype(np.float64)
+    rx, ry = rank(np.asarray(x)), rank(np.asarray(y))
+    rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
+    return (rx * ry).sum(-1) / np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum(-1))
