@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import iteration_head as ih
+from experiments import iteration_head_data as data
 from experiments import runner
 from theory.circuits import iteration_head
 from toymodels.interp import load_weights
@@ -38,9 +39,9 @@ def test_construction_scores_and_ablations():
     n_max = 6
     g, p = load_weights(*iteration_head.build(n_max))
     batch = ih.sample(jax.random.key(0), 128, "parity", n_max)
-    m = {k: float(v) for k, v in ih._measure(g, p, batch, n_max).items()}
+    m = {k: float(v) for k, v in data.measure(g, p, batch, n_max).items()}
     assert m["acc"] == 1.0 and m["l1_abs"] > 0.99 and m["l2_abs"] > 0.99
-    acc = dict(zip(ih.ABLATIONS, np.asarray(ih._ablations(g, p, batch, n_max)), strict=True))
+    acc = dict(zip(data.ABLATIONS, np.asarray(data.ablations(g, p, batch, n_max)), strict=True))
     for name in ih.NEEDED:
         assert acc[name] <= ih.CHANCE_ACC["parity"] + ih.ABLATE_CHANCE_TOL, name
     assert acc["L1 MLP"] == 1.0
