@@ -55,6 +55,7 @@ from experiments import passk_support  # noqa: E402
 from experiments import long_cot_emergence  # noqa: E402
 from experiments import iteration_head  # noqa: E402
 from experiments import alpine_path_finding  # noqa: E402
+from experiments import reflection_emergence  # noqa: E402
 
 register(entropy_mechanism)
 register(quickstart)
@@ -64,3 +65,4 @@ register(passk_support)
 register(long_cot_emergence)
 register(iteration_head)
 register(alpine_path_finding)
+register(reflection_emergence)
