@@ -100,7 +100,8 @@ def test_vmap_over_four_seeds_equals_four_separate_runs(four_seeds):
 def _without_key_bias(params):
     params = jax.tree.map(lambda x: x, params)  # a copy
     for block in params["blocks"].values():
-        block["attn"]["b_QKV"].value = block["attn"]["b_QKV"].value.at[1].set(0.0)
+        bias = block["attn"]["b_QKV"]
+        bias.set_value(bias[...].at[1].set(0.0))
     return params
 
 
