@@ -118,6 +118,30 @@ def loglog_fit(x, y) -> LinearFit:
 WRONG_KINDS = ("flip", "double")
 
 
+def logit_crossing_step(steps, q, q_star: float, *, clip: float = 1e-6) -> np.ndarray:
+    """First logged step at which the probability ``q`` reaches ``q_star``, linearly
+    interpolated in logit between the two logs around the crossing (the logit of a sigmoid
+    learning curve is close to linear in the step); ``steps[0]`` if already there at the first
+    log, NaN if never reached. q: [..., logs], clipped to [clip, 1 - clip] before the logit.
+    Returns float64[...]."""
+    q = np.asarray(q, np.float64)
+    lq = np.log(np.clip(q, clip, 1 - clip)) - np.log1p(-np.clip(q, clip, 1 - clip))
+    target = float(np.log(q_star) - np.log1p(-q_star))
+    out = np.full(lq.shape[:-1], np.nan)
+    for idx in np.ndindex(out.shape):
+        row = lq[idx]
+        hit = np.nonzero(row >= target)[0]
+        if hit.size == 0:
+            continue
+        j = hit[0]
+        if j == 0:
+            out[idx] = steps[0]
+        else:
+            frac = (target - row[j - 1]) / max(row[j] - row[j - 1], 1e-12)
+            out[idx] = steps[j - 1] + frac * (steps[j] - steps[j - 1])
+    return out
+
+
 def wrong_prediction(predicted, kind: str):
     """A deliberately wrong prediction: ``"flip"`` → −predicted, ``"double"`` → 2·predicted."""
     if kind == "flip":

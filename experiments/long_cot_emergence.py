@@ -263,21 +263,7 @@ def _measure(config: Config, evals, train) -> dict:
 def _steps_to_reach(steps, q, q_star):
     """First crossing of logit q* by logit q (linear interpolation between logs); NaN if
     never reached. q: [..., logs]."""
-    lq = T.logit(np.clip(q, 1e-4, 1 - 1e-4))
-    target = float(T.logit(q_star))
-    out = np.full(q.shape[:-1], np.nan)
-    for idx in np.ndindex(out.shape):
-        row = lq[idx]
-        hit = np.nonzero(row >= target)[0]
-        if hit.size == 0:
-            continue
-        j = hit[0]
-        if j == 0:
-            out[idx] = steps[0]
-        else:
-            frac = (target - row[j - 1]) / max(row[j] - row[j - 1], 1e-12)
-            out[idx] = steps[j - 1] + frac * (steps[j] - steps[j - 1])
-    return out
+    return harness.logit_crossing_step(steps, q, q_star, clip=1e-4)
 
 
 def _kappa(steps, q):

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import harness
 from tasks.core import PAD
 from theory import reflection as T
 from toymodels.rl.reflection import step_metrics
@@ -141,20 +142,7 @@ def origin_fit(measured, pred):
 def emergence_step(steps, b, b_star: float):
     """First logged step with b >= b_star, linearly interpolated in logit b; NaN if never.
     b: [..., logs]."""
-    lam = T.logit(np.clip(b, 1e-6, 1 - 1e-6))
-    target = float(T.logit(b_star))
-    out = np.full(lam.shape[:-1], np.nan)
-    for idx in np.ndindex(out.shape):
-        hit = np.nonzero(lam[idx] >= target)[0]
-        if hit.size == 0:
-            continue
-        j = hit[0]
-        if j == 0:
-            out[idx] = steps[0]
-        else:
-            frac = (target - lam[idx][j - 1]) / max(lam[idx][j] - lam[idx][j - 1], 1e-12)
-            out[idx] = steps[j - 1] + frac * (steps[j] - steps[j - 1])
-    return out
+    return harness.logit_crossing_step(steps, b, b_star, clip=1e-6)
 
 
 def predicted_emergence(b0, b_star, m, rs, k, scale):

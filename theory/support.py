@@ -81,8 +81,9 @@ def rl_reach(p, group_size: int, prompt_draws: int, n_problems: int):
     p = np.asarray(p, np.float64)
     if np.any(p < 0) or np.any(p > 1):
         raise ValueError("success probabilities must lie in [0, 1]")
-    hit = -np.expm1(group_size * np.log1p(-p)) / n_problems
-    return -np.expm1(prompt_draws * np.log1p(-hit))
+    with np.errstate(divide="ignore"):  # p_j = 1 (or hit = 1): log(0) = -inf is exact here
+        hit = -np.expm1(group_size * np.log1p(-p)) / n_problems
+        return -np.expm1(prompt_draws * np.log1p(-hit))
 
 
 def unsolved_bound(p_base, reach, n: int):
@@ -97,6 +98,7 @@ def unsolved_bound(p_base, reach, n: int):
     """
     p = np.asarray(p_base, np.float64)
     rho = np.asarray(reach, np.float64)
-    w = np.exp(n * np.log1p(-p))
-    b = -np.expm1(n * np.log1p(-p))
+    with np.errstate(divide="ignore"):  # p_j = 1: log(0) = -inf, so w_j = 0 and b_j = 1
+        log_miss = n * np.log1p(-p)
+    w, b = np.exp(log_miss), -np.expm1(log_miss)
     return float(np.sum(w * (rho + (1 - rho) * b)) / np.sum(w))
