@@ -20,6 +20,11 @@ Claims (thresholds fixed here before measuring; every one judged on the seed mea
   rise, unobserved fall; every edge is observed).
 * W^V′ separates observed-reachable from unreachable (t > k): AUC >= 0.95; real\\obs
   against non: AUC <= 0.65 (only observed reachability is stored).
+* Theorem model (``alpine_theorem``: Theorem 3's simplified model, logits exactly
+  W^M[u, :] + W^V[t, :], trained by gradient descent on the next-node predictions of D),
+  the same three AUC rules on its W^M and W^V: edges vs non-edges >= 0.95, obs vs non
+  >= 0.95, real\\obs vs non <= 0.65 (thresholds those of the transformer, fixed before
+  measuring).
 * Greedy accuracy on test pairs by degree: degree 0 and degree 1 >= 0.9; degree >= 2
   (2 and 3+ pooled) below min(degree 0, degree 1) by >= 0.2 (two binomial standard
   deviations of a 25-pair bucket at accuracy ½; an empty bucket gives NaN: not holding).
@@ -30,6 +35,12 @@ Claims (thresholds fixed here before measuring; every one judged on the seed mea
   between it and the end the mean KL(U_C ‖ π) rises (lower 95 % bound of the per-seed
   change > 0, strictly) and the path entropy falls (upper bound < 0, strictly). At a
   saturation on the last log there is no window and the claims do not hold.
+
+Measured, not claimed (``alpine_theorem``): the within-row obs vs non AUC of both arms'
+value matrices (immune to the softmax's per-row offset), and a decomposition of the trained
+transformer's logits at real path states into W^M′(u, ·) + W^V′(t, ·) + rest, with the
+within-state AUC of each part for valid against invalid out-neighbours and the share R²_V
+of the target-dependent logit that W^V′ explains (panel 11).
 
 Each ordering is multiplied by ``pred_direction`` (+1, the theory's direction): a wrong
 prediction (the reverse ordering) is the same result with −1, and it is judged not holding.
@@ -45,8 +56,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import alpine_measures as M
+from experiments import alpine_plot, harness
+from experiments import alpine_theorem as TH
 from experiments import claims as C
-from experiments import harness
 
 NAME = "alpine-path-finding"
 PAPER = "Wang et al., NeurIPS 2024, arXiv 2405.09220; Wang et al. 2025, arXiv 2509.22613"
@@ -76,6 +88,9 @@ class Config:
     log_every: int = 25
     eval_pairs: int = 64  # test pairs and as many train pairs, fixed for the RL curves
     n_samples: int = 8  # samples per eval pair (accuracy at T = 1 and path entropy)
+    theorem_steps: int = 500  # GD steps of the theorem model (loss ~converged at 400-500)
+    theorem_lr: float = 50.0  # fixed from the loss curve only (10/30/100 tried), not the AUCs
+    dec_pairs: int = 256  # train and as many test pairs whose gold-path states are decomposed
 
     def __post_init__(self):
         for f in ("seed",):
@@ -83,7 +98,7 @@ class Config:
                 raise ValueError(f"{f} must be an integer >= 0, got {self.seed!r}")
         for f in ("n_seeds", "n_nodes", "d_model", "d_mlp", "ntp_steps", "ntp_batch",
                   "rl_steps", "prompts_per_step", "group_size", "log_every", "eval_pairs",
-                  "n_samples"):
+                  "n_samples", "theorem_steps", "dec_pairs"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{f} must be a positive integer, got {v!r}")
@@ -97,8 +112,8 @@ class Config:
             raise ValueError("rl_steps must be a multiple of log_every with >= 3 logs")
         if self.n_samples < 2:
             raise ValueError("n_samples must be >= 2 (the path entropy needs samples)")
-        if not (self.ntp_lr > 0 and self.rl_lr > 0):
-            raise ValueError("ntp_lr and rl_lr must be > 0")
+        if not (self.ntp_lr > 0 and self.rl_lr > 0 and self.theorem_lr > 0):
+            raise ValueError("ntp_lr, rl_lr and theorem_lr must be > 0")
 
 
 def quick_config() -> Config:
@@ -106,7 +121,7 @@ def quick_config() -> Config:
     small model and few steps: the mechanics of every claim; most need the full run."""
     return Config(n_nodes=40, edge_prob=0.15, d_model=48, d_mlp=48, ntp_steps=150,
                   ntp_batch=64, rl_steps=30, log_every=10, prompts_per_step=16,
-                  eval_pairs=16, n_samples=4)
+                  eval_pairs=16, n_samples=4, theorem_steps=200, dec_pairs=32)
 
 
 # ----------------------------------------------------------------------------------- run
@@ -287,6 +302,11 @@ def run(config: Config, run_dir: Path) -> dict:
     acc, counts = M.accuracy_by_degree(_greedy_rewards(graphdef, both, task, tp), degree)
     acc_ntp, acc_rl = acc
     out = {k: np.asarray([s[k] for s in scores]) for k in scores[0]}
+    out["wrow_obs_non"] = np.asarray([TH.within_row_auc(b, sets["obs"], sets["non"])
+                                      for _, b in mats])
+    out.update(TH.theorem_arm(config, task, sets))
+    out.update(TH.decomposition(config, task, graphdef, params, mats,
+                                np.random.default_rng(config.seed + EVAL_KEY + 1)))
     names = ("acc", "entropy", "n_valid", "kl")
     for j, split in enumerate(("test", "train")):
         out.update({f"rl_{k}_{split}": evals[:, :, j, c] for c, k in enumerate(names)})
@@ -321,6 +341,15 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
     agg = harness.seed_aggregate(result["auc_realobs_non"])
     out.append(C.at_most("W^V' real\\obs vs non: AUC (real\\obs sits with non)", MAX_AUC_REALOBS,
                          agg.mean, f"only observed reachability is stored; {_ci(agg)}"))
+    for key, name, why in (
+            ("th_auc_edge", "theorem model: W^M edges > non-edges: AUC", "adjacency"),
+            ("th_auc_obs_non", "theorem model: W^V obs > non: AUC", "observed reachability")):
+        agg = harness.seed_aggregate(directed(result[key]))
+        out.append(C.at_least(name, MIN_AUC, agg.mean, f"Theorem 3's own simplified model "
+                              f"(logits W^M[u] + W^V[t], GD); {why}; {_ci(agg)}"))
+    agg = harness.seed_aggregate(result["th_auc_realobs_non"])
+    out.append(C.at_most("theorem model: W^V real\\obs vs non: AUC", MAX_AUC_REALOBS,
+                         agg.mean, f"only observed reachability is stored; {_ci(agg)}"))
     acc, counts = result["acc_degree_ntp"], result["degree_counts"]
     for b in (0, 1):
         agg = harness.seed_aggregate(acc[:, b])
@@ -348,46 +377,7 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
     return out
 
 
-# ---------------------------------------------------------------------------------- plot
 def plot(result: dict, config: Config, run_dir: Path) -> None:
-    fig, axes = harness.new_figure(10, ncols=5, size=3.3)
-    panels = ((result["wm_seed0"], "W^M' (current -> next), seed 0"),
-              (result["adjacency"], "adjacency A"),
-              (result["wv_seed0"], "W^V' (target -> next), seed 0"),
-              (result["reach_category"], "R: 2 obs, 1 real\\obs, 0 non (t > k)"))
-    for ax, (mat, title) in zip(axes[:4], panels, strict=True):
-        ax.imshow(mat, cmap="viridis", interpolation="nearest")
-        ax.set_title(title, fontsize=8)
-        ax.set(xlabel="next node k", ylabel="row node")
-    ax = axes[4]
-    sets = ("obs", "real_obs", "non")
-    vals = np.stack([result[f"mean_{k}"] for k in sets], 1)
-    agg = harness.seed_aggregate(vals)
-    ax.bar(range(3), agg.mean, yerr=[agg.mean - agg.lo, agg.hi - agg.mean], capsize=3)
-    ax.set_xticks(range(3), ["obs", "real\\obs", "non"])
-    ax.set_title("mean W^V' per set (t > k)", fontsize=8)
-    ax = axes[5]
-    counts = result["degree_counts"]
-    for off, key, label in ((-0.2, "acc_degree_ntp", "NTP"), (0.2, "acc_degree_rl", "after RL")):
-        a = harness.seed_aggregate(result[key])
-        ax.bar(np.arange(3) + off, a.mean, 0.4, yerr=[a.mean - a.lo, a.hi - a.mean],
-               capsize=3, label=label)
-    ax.set_xticks(range(3), [f"deg {b}\n(n={c})" for b, c in zip(M.DEGREE_BUCKETS, counts,
-                                                                   strict=True)])
-    ax.set(ylim=(0, 1.05), ylabel="greedy test accuracy")
-    ax.legend(fontsize=6)
-    steps = result["rl_step"]
-    for ax, key, label in ((axes[6], "acc", "accuracy, T=1"), (axes[7], "n_valid",
-                           f"valid paths of {config.n_samples} samples"),
-                           (axes[8], "kl", "KL(U_C || pi) on gold states"),
-                           (axes[9], "entropy", "entropy of distinct valid paths")):
-        for split in ("test", "train"):
-            harness.plot_mean_ci(ax, steps, result[f"rl_{key}_{split}"], label=split,
-                                 marker=".")
-        ax.set(xlabel="RL step", ylabel=label)
-        ax.legend(fontsize=6)
-    sat = M.saturation_index(result["rl_acc_test"].mean(0), SAT_TOL)
-    for ax in axes[6:]:
-        ax.axvline(steps[sat], color="k", ls=":", lw=0.8)
-    axes[6].set_title("dotted: accuracy saturation (test)", fontsize=8)
-    harness.save_figure(fig, run_dir)
+    """Eleven panels (experiments/alpine_plot.py): heatmaps, set means, degree accuracy, RL
+    accuracy and diversity against step, and where the next-node choice is made."""
+    alpine_plot.plot(result, config, run_dir, sat_tol=SAT_TOL)
