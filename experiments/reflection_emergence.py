@@ -1,6 +1,7 @@
 """Figure: does RL turn imitated <back> into useful reflection? (issue #7 figure 1; Yao et
-al. 2025, arXiv 2510.04028, two-stage picture; Kang et al., first-try accuracy; theory
-Eq. 7-8 in theory/reflection.py, derivations in docs/theory_reflection.md §2).
+al. 2025, arXiv 2510.04028, two-stage picture; Kang et al. 2025, arXiv 2510.08308, first-try
+accuracy; theory Eq. 7-8 in theory/reflection.py, derivations in docs/theory_reflection.md
+§2).
 
 Task ``graph/graph_search`` (6-node DAGs): DFS trace, ``<sep>``, final path. For each ρ in
 ``rhos`` one base model (seed ``seed``; the bases are one vmapped call) is next-token
