@@ -9,6 +9,9 @@ predictions.
 * ``loglog_fit(x, y)``: the same on (log x, log y): the exponent of a power law.
 * ``wrong_prediction`` / ``corrupt``: a deliberately wrong prediction (sign flipped or
   constant doubled), for the tests that show a figure's claims can fail.
+* ``logit_crossing_step``: first step a probability reaches a level, interpolated in logit.
+* ``pick_rows`` / ``ntp_per_rate``: per-example mixing of two data sources, and next-token
+  training of one base per mixture rate (vmappable over the rate).
 * ``new_figure`` / ``save_figure`` / ``plot_mean_ci`` / ``identity_scatter``: matplotlib
   (Agg backend) helpers; ``save_figure`` writes ``figure.png`` and ``figure.svg``.
 """
@@ -116,6 +119,46 @@ def loglog_fit(x, y) -> LinearFit:
 
 # ---------------------------------------------------------------- wrong predictions
 WRONG_KINDS = ("flip", "double")
+
+
+def pick_rows(take, first, second):
+    """Row i of every leaf from ``first`` where ``take[i]``, else from ``second`` (two batches
+    of one pytree structure, rows on axis 0): the per-example mixture of two data sources."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(lambda a, b: jnp.where(
+        take.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), first, second)
+
+
+def ntp_per_rate(model_config, graphdef, optimizer, mixture, n_steps: int, seed: int):
+    """``train(rate) -> params``: next-token training of one model for ``n_steps`` steps (one
+    ``lax.scan``) from the initialisation of ``seed``, step i on the batch
+    ``mixture(fold_in(data_key, i), rate)``. ``rate`` may be traced, so ``jax.vmap(train)``
+    over a vector of mixture rates trains one base per rate in one compiled call (the
+    long-cot and reflection figures' bases). ``optimizer``: an optax transformation."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from toymodels import model
+    from toymodels.train import ntp_loss
+
+    def train(rate):
+        init_key, data_key = jax.random.split(jax.random.key(seed))
+        params = model.init(model_config, init_key)[1]
+
+        def step(carry, i):
+            params, state = carry
+            batch = mixture(jax.random.fold_in(data_key, i), rate)
+            grads = jax.grad(lambda q: ntp_loss(graphdef, q, batch)[0])(params)
+            updates, state = optimizer.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), None
+
+        carry = (params, optimizer.init(params))
+        return jax.lax.scan(step, carry, jnp.arange(n_steps))[0][0]
+
+    return train
 
 
 def logit_crossing_step(steps, q, q_star: float, *, clip: float = 1e-6) -> np.ndarray:

@@ -131,11 +131,9 @@ def _tasks(config: Config):
 
 def _ntp_bases(config: Config, long_task, short_task):
     """One NTP base per p_long (seed ``config.seed``), vmapped over p (traced)."""
-    import optax
-
     from toymodels import model
     from toymodels.config import ModelConfig
-    from toymodels.train import NTPConfig, make_optimizer, ntp_loss
+    from toymodels.train import NTPConfig, make_optimizer
 
     mc = ModelConfig(vocab_size=long_task.vocab.size, n_layers=config.n_layers, n_heads=2,
                      d_model=config.d_model, d_mlp=4 * config.d_model,
@@ -151,21 +149,10 @@ def _ntp_bases(config: Config, long_task, short_task):
         lb, sb = long_task.sample(k_long, config.ntp_batch), short_task.sample(
             k_long, config.ntp_batch)  # same key: same bits, so the two differ only in form
         is_long = jax.random.bernoulli(k_mode, p, (config.ntp_batch,))
-        return jax.tree.map(lambda a, b: jnp.where(
-            is_long.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), lb, sb)
+        return harness.pick_rows(is_long, lb, sb)
 
-    def train_one(p):
-        init_key, data_key = jax.random.split(jax.random.key(config.seed))
-        params = model.init(mc, init_key)[1]
-
-        def step(carry, i):
-            params, o = carry
-            batch = mixture(jax.random.fold_in(data_key, i), p)
-            grads = jax.grad(lambda q: ntp_loss(graphdef, q, batch)[0])(params)
-            updates, o = opt.update(grads, o, params)
-            return (optax.apply_updates(params, updates), o), None
-
-        return jax.lax.scan(step, (params, opt.init(params)), jnp.arange(config.ntp_steps))[0][0]
+    train_one = harness.ntp_per_rate(mc, graphdef, opt, mixture, config.ntp_steps,
+                                     config.seed)
 
     ps = jnp.asarray(config.p_longs, jnp.float32)
     return graphdef, jax.jit(jax.vmap(train_one))(ps)

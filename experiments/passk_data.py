@@ -156,17 +156,6 @@ def _gold_loglik_seeds(graphdef, params, batch):
 
 
 # ---------------------------------------------------------------------------- statistics
-def solved(p, n: int):
-    """P(at least one of n samples correct) = 1 − (1 − p)^n, stable for tiny p."""
-    return -np.expm1(_log_miss(p, n))
-
-
-def _log_miss(p, n: int):
-    """n log(1 − p) = log P(no success in n samples); −inf (exact) at p = 1."""
-    with np.errstate(divide="ignore"):
-        return n * np.log1p(-np.asarray(p, np.float64))
-
-
 def support_stats(p_base, p_rl, n: int, reach, reach_scale: float = 1.0) -> dict:
     """Expected fractions (over the sampling of n base and n RL samples) behind the support
     claims; ``p_rl`` [seeds, problems]. Weights w_j = P(c_base = 0) = (1 − p_j)^n.
@@ -175,13 +164,13 @@ def support_stats(p_base, p_rl, n: int, reach, reach_scale: float = 1.0) -> dict
     F_S = Σ (1 − w_j) s_j / Σ (1 − w_j): the same for problems the base solves at least once;
     bound = ``theory.support.unsolved_bound`` with ρ_j = reach_scale · reach_j.
     """
-    w = np.exp(_log_miss(p_base, n))
-    s_rl = solved(p_rl, n)
+    w = np.exp(support.log_all_miss(p_base, n))
+    s_rl = support.at_least_once(p_rl, n)
     rho = np.clip(reach_scale * np.asarray(reach), 0.0, 1.0)
     bound = support.unsolved_bound(p_base, rho, n)
     return {"F_U": (s_rl * w).sum(-1) / w.sum(), "F_S": (s_rl * (1 - w)).sum(-1) / (1 - w).sum(),
             "bound": float(bound), "n_unsolved": float(w.sum()),
-            "base_luck": float(np.sum(w * solved(p_base, n)) / w.sum())}
+            "base_luck": float(np.sum(w * support.at_least_once(p_base, n)) / w.sum())}
 
 
 def rank_correlation(x, y):

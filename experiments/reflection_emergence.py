@@ -138,11 +138,9 @@ def task_config(config: Config, rho: float = 0.0) -> dict:
 def _ntp_bases(config: Config, mistake_task, clean_task):
     """One NTP base per ρ (seed ``config.seed``), vmapped over ρ (traced): each example is
     the wrong-turn trace with probability ρ, else the clean trace of the same graph."""
-    import optax
-
     from toymodels import model
     from toymodels.config import ModelConfig
-    from toymodels.train import NTPConfig, make_optimizer, ntp_loss
+    from toymodels.train import NTPConfig, make_optimizer
 
     mc = ModelConfig(vocab_size=mistake_task.vocab.size, n_layers=2, n_heads=2,
                      d_model=config.d_model, d_mlp=4 * config.d_model,
@@ -157,21 +155,10 @@ def _ntp_bases(config: Config, mistake_task, clean_task):
     def mixture(key, rho):  # same key: same graph and path, the two differ only in the turn
         wrong, clean = mistake_task.sample(key, n), clean_task.sample(key, n)
         take = jax.random.bernoulli(jax.random.fold_in(key, 1), rho, (n,))
-        return jax.tree.map(lambda a, b: jnp.where(
-            take.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), wrong, clean)
+        return harness.pick_rows(take, wrong, clean)
 
-    def train_one(rho):
-        init_key, data_key = jax.random.split(jax.random.key(config.seed))
-        params = model.init(mc, init_key)[1]
-
-        def step(carry, i):
-            params, o = carry
-            batch = mixture(jax.random.fold_in(data_key, i), rho)
-            grads = jax.grad(lambda q: ntp_loss(graphdef, q, batch)[0])(params)
-            updates, o = opt.update(grads, o, params)
-            return (optax.apply_updates(params, updates), o), None
-
-        return jax.lax.scan(step, (params, opt.init(params)), jnp.arange(config.ntp_steps))[0][0]
+    train_one = harness.ntp_per_rate(mc, graphdef, opt, mixture, config.ntp_steps,
+                                     config.seed)
 
     return graphdef, _jit(config, jax.vmap(train_one))(jnp.asarray(config.rhos, jnp.float32))
 

@@ -14,7 +14,8 @@ probability. With function approximation (shared parameters) the bound does not 
 answer; interference between answers is what can break support preservation.
 
 ``rl_reach`` and ``unsolved_bound`` turn this into a prediction for a finite RL run (ours,
-docs/theory_rl_dynamics.md §4, used by the ``passk-support`` figure).
+docs/theory_rl_dynamics.md §4, used by the ``passk-support`` figure), both built on
+``at_least_once(p, n)`` = 1 − (1 − p)^n and its log complement ``log_all_miss``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,19 @@ def support_preserved(p_before, p_after, tol: float = 0.0) -> bool:
     return bool(np.all(support(p_before, tol) | ~support(p_after, tol)))
 
 
+def log_all_miss(p, n):
+    """log P(none of n independent tries succeeds) = n log(1 − p), elementwise; exactly −inf
+    at p = 1 (log1p keeps the digits of tiny p)."""
+    with np.errstate(divide="ignore"):
+        return n * np.log1p(-np.asarray(p, np.float64))
+
+
+def at_least_once(p, n):
+    """P(at least one of n independent tries with success probability p succeeds) =
+    1 − (1 − p)^n, elementwise, stable for tiny p (≈ n·p). Hand value: p = 1/2, n = 2: 3/4."""
+    return -np.expm1(log_all_miss(p, n))
+
+
 def rl_reach(p, group_size: int, prompt_draws: int, n_problems: int):
     """P(RL ever samples a correct completion of problem j), at a fixed success rate p_j.
 
@@ -81,9 +95,7 @@ def rl_reach(p, group_size: int, prompt_draws: int, n_problems: int):
     p = np.asarray(p, np.float64)
     if np.any(p < 0) or np.any(p > 1):
         raise ValueError("success probabilities must lie in [0, 1]")
-    with np.errstate(divide="ignore"):  # p_j = 1 (or hit = 1): log(0) = -inf is exact here
-        hit = -np.expm1(group_size * np.log1p(-p)) / n_problems
-        return -np.expm1(prompt_draws * np.log1p(-hit))
+    return at_least_once(at_least_once(p, group_size) / n_problems, prompt_draws)
 
 
 def unsolved_bound(p_base, reach, n: int):
@@ -98,7 +110,6 @@ def unsolved_bound(p_base, reach, n: int):
     """
     p = np.asarray(p_base, np.float64)
     rho = np.asarray(reach, np.float64)
-    with np.errstate(divide="ignore"):  # p_j = 1: log(0) = -inf, so w_j = 0 and b_j = 1
-        log_miss = n * np.log1p(-p)
+    log_miss = log_all_miss(p, n)  # −inf at p_j = 1: w_j = 0 and b_j = 1
     w, b = np.exp(log_miss), -np.expm1(log_miss)
     return float(np.sum(w * (rho + (1 - rho) * b)) / np.sum(w))
