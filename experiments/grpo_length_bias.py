@@ -1,17 +1,23 @@
 """Figure 2, grpo-length-bias (Liu et al. 2025, "Understanding R1-Zero-Like Training",
-arXiv 2503.20783): GRPO's 1/|o| normalisation lengthens wrong answers; Dr.GRPO does not.
+arXiv 2503.20783): GRPO's 1/|o| normalisation lengthens wrong answers and shortens right ones;
+Dr.GRPO does neither.
 
 Task. ``n_prompts`` problems, each with a correct answer a*_p among ``n_answers``. A completion
-is ``<fill>^k <ans> a <eos>`` with 0 <= k <= F = ``max_fill`` filler tokens (|o| = k + 3);
-reward 1{a = a*_p}: length carries no reward. Policy (autoregressive, tabular): at each
-position t <= k a length decision, <fill> logit s[p, t] against <ans> at 0 (<fill> banned at
-t = F); then the answer from logits θ[p, k, :] (the answer after k fillers has its own
-logits); then <eos>. Base: θ ~ N(0, 1) plus a N(``boost``, 1) bonus on the correct answer (so
-success rates spread); s[p, t] = log(F − t), so P(<fill> at t) = (F − t)/(F − t + 1) and the
-base length is uniform on 3 .. F + 3: every position's answer logits are visited equally
-often, and only the loss weighting can make correctness depend on length. (If correctness
-were independent of length, E[Σ_i Â_i c(|o_i|) ∇ log π(length_i)] = 0 for any c: the length
-bias acts only through a correlation of length and correctness; docs/theory_rl_dynamics.md.)
+is ``d <fill>^k <ans> a <eos>``, 0 <= k <= F = ``max_fill`` (|o| = k + 4): first a committed
+draft d (a first reasoning step that fixes the answer), then k filler tokens, then the answer a,
+which copies the draft (forced: a = d). Reward 1{a = a*_p}: length carries no reward and the
+fillers precede the answer. Policy (autoregressive, tabular): draft logits δ[p, :]; at filler
+position t <= k a length decision, <fill> logit s[p, d, t] against <ans> at 0 (<fill> banned
+at t = F), which *sees the draft* as a transformer's would (the draft is in its context); the
+answer and <eos> are forced. Base: δ ~ N(0, 1) plus a N(``boost``, 1) bonus on the correct
+answer; s[p, d, t] = log(F − t), so the base length is uniform on 4 .. F + 4 for every draft.
+
+Why the draft. If correctness were independent of length, E[Σ_i Â_i c(|o_i|) ∇ log π(length_i)]
+= 0 for any weighting c: the length bias moves lengths only through a correlation of length
+and correctness (docs/theory_rl_dynamics.md §1). Here the length decisions condition on the
+draft, which decides the reward, so the bias acts on them directly. Forcing a = d (instead of
+learnable answer logits per (p, d)) keeps one path to correctness; a learnable read-out could
+not see the length either, so it would not change the length analysis, only add parameters.
 
 RL. G completions per problem, rewards, advantages from the engine
 (``toymodels.rl.advantages.compute_advantages``), and the loss from the engine's clipped
@@ -20,32 +26,45 @@ surrogate and aggregation (``toymodels.rl.objectives``), one on-policy epoch (ra
 * GRPO: Â_i = (r_i − mean r)/(std r + 1e-6), sequence-mean-token-mean,
   per-token weight Â_i/(B·|o_i|)  (Liu et al. Eq. 3; B = P·G rows);
 * Dr.GRPO: Â_i = r_i − mean r, sequence-mean-token-sum-norm, per-token weight
-  Â_i/(B·MAX_TOKENS), MAX_TOKENS = max_fill + 3 (Liu et al. §3.2, Listing 1).
+  Â_i/(B·MAX_TOKENS), MAX_TOKENS = max_fill + 4 (Liu et al. §3.2, Listing 1).
 
-Update: plain SGD on the logits with step ``lr``·B (GRPO) and ``lr``·B·MAX_TOKENS (Dr.GRPO,
-its constant normaliser undone). Not Adam: in a tabular model Adam's per-parameter scaling
-would cancel the constant factor 1/|o| that every answer logit at one position receives.
+Update: Adam (optax, default betas) with the same ``lr`` for both methods, as Liu et al. train
+with Adam. The length bias is a *sign* effect on the stop logits given the draft, which
+survives per-parameter scaling; Adam removes the magnitude differences (std scaling, 1/|o|
+against 1/MAX) that under plain SGD amount to different step sizes, so equal accuracy is a
+fair comparison at matched step size.
+Adam's price: it is not linear in the gradient, and on the skewed zero-mean score of a stop
+logit it drifts, towards shorter wrong and longer right completions (measured under Dr.GRPO,
+docs/theory_rl_dynamics.md §1); the GRPO bias acts on top of it.
 
 Predictions (derivations in docs/theory_rl_dynamics.md §1, §2):
 
-* Under GRPO a wrong answer after k fillers is pushed down with total weight |Â|/B
-  spread over k + 3 tokens, so its answer token gets only |Â|/(B(k+3)): long wrong answers
-  are unlearned more slowly, correctness becomes correlated with shortness and the mean
-  length of *incorrect* completions grows. Under
-  Dr.GRPO every answer token gets |Â|/(B·MAX_TOKENS) whatever k: no such drift.
+* Expected update of the stop/continue logits (exact, any G; ours): given the drafts, Â is a
+  function of the drafts and the lengths are independent draws, so
+  E[−∂loss/∂s[p, d, t]] = (1/B)·A_d·E_k[c(|o|) ∂ log π(k | d)/∂s_t], where A_d = E[Σ_{i: d_i = d}
+  Â_i] (> 0 for the correct draft, < 0 for a wrong one:
+  ``theory.grpo_weights.correct_advantage_sum``) and the second factor is
+  ``theory.grpo_weights.stop_chain_length_score``: < 0 for c = 1/|o| (GRPO), = 0 for
+  c = 1/MAX (Dr.GRPO). So under GRPO wrong drafts' filler logits rise (wrong completions
+  lengthen) and the correct draft's fall (correct completions shorten); under Dr.GRPO the
+  length logits take zero-mean steps only.
 * Per-prompt gradient weight W = Σ_i Σ_t |∂loss/∂log π(o_{i,t})| of a group with success
   rate q (exact at ratio 1): GRPO W = (2/P) q(1−q)/(sqrt(q(1−q)) + 1e-6) ≈ (2/P)
   sqrt(q(1−q)); Dr.GRPO W = q(1−q)(L̄_correct + L̄_wrong)/(P·MAX_TOKENS), computed from
   ``theory.grpo_weights.sequence_weight`` per group and compared with the weight measured by
   autodiff through the engine's loss.
 
-Claims (tolerances fixed here, before measuring; seed aggregates, 95 % t-intervals):
+Claims (tolerances fixed here, before measuring this design; seed aggregates of the change
+Δ = mean over the last ``window`` steps − mean over the first ``window``, 95 % t-intervals):
 
-* GRPO: Δ mean incorrect length (last ``window`` steps − first ``window``) > 0 (CI above 0);
-* Dr.GRPO minus GRPO, paired: the same Δ is smaller (CI below 0);
-* Dr.GRPO: Δ mean incorrect length <= 0.25 tokens (does not grow; 0.25 = 1/24 of the
-  3..9 token range; one-sided since the pilot at seeds 0-4, where it fell by 0.3 tokens);
-* accuracy about equal: |final accuracy GRPO − Dr.GRPO| <= 0.05;
+* GRPO: Δ mean incorrect length > 0 (CI above 0);
+* Dr.GRPO minus GRPO, paired: Δ mean incorrect length is smaller (CI below 0);
+* Dr.GRPO: |Δ mean incorrect length| <= 0.25 tokens (1/24 of the 4..10 token range; the
+  expected SGD drift is exactly 0, Adam turns zero-mean noise into lr-sized steps);
+* GRPO: Δ mean correct length < 0 (CI below 0);
+* Dr.GRPO: |Δ mean correct length| <= 0.25 tokens;
+* accuracy about equal: |final accuracy GRPO − Dr.GRPO| <= 0.05 (seed mean of the paired
+  difference of the last-``window`` accuracies);
 * the measured per-prompt weight equals the derived one: max relative error over all
   groups <= 1e-4 (float32 arithmetic on O(1) numbers), for each method.
 """
@@ -59,6 +78,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from experiments import claims as C
 from experiments import harness
@@ -68,28 +88,32 @@ from toymodels.rl.objectives import aggregate, clipped_surrogate, policy_loss
 
 NAME = "grpo-length-bias"
 PAPER = "Liu et al. 2025, arXiv 2503.20783"
-DESCRIPTION = ("GRPO vs Dr.GRPO with filler tokens: wrong answers lengthen under GRPO only; "
-               "per-prompt gradient weight against the group success rate")
+DESCRIPTION = ("GRPO vs Dr.GRPO with a committed draft and filler tokens: wrong answers lengthen "
+               "and right ones shorten under GRPO only; per-prompt gradient weight against q")
 
 METHODS = {"grpo": ("grpo", "sequence-mean-token-mean"),
            "dr_grpo": ("dr_grpo", "sequence-mean-token-sum-norm")}
 PREDICTIONS = ("grpo_w_pred", "dr_grpo_w_pred")
-PAD, EOS, FILL, ANS = 0, 1, 2, 3
+PAD, EOS, FILL, ANS, FIRST_ANSWER = 0, 1, 2, 3, 4
+N_FIXED = 4  # draft, <ans>, answer, <eos>: |o| = k + N_FIXED
+BIG = 1e9
 LEN_TOL, ACC_TOL, W_RTOL = 0.25, 0.05, 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     seed: int = 0
-    n_seeds: int = 5
+    n_seeds: int = 10  # the quick mode runs 5
     n_prompts: int = 64
     n_answers: int = 8
     max_fill: int = 6
-    boost: float = 0.5  # mean bonus of the correct answer's logit (base accuracy ~ 0.25)
+    boost: float = 0.5  # mean bonus of the correct draft's logit (base accuracy ~ 0.25)
     group_size: int = 8
-    steps: int = 150
-    lr: float = 0.1  # final accuracy ~ 0.85: enough incorrect completions left to measure
-    window: int = 15  # steps averaged at the start and the end
+    steps: int = 200
+    # Adam. Chosen from the accuracy alone (seeds 0-4, before the length claims were looked
+    # at): final accuracy ~ 0.82, so incorrect completions are left to measure.
+    lr: float = 0.015
+    window: int = 20  # steps averaged at the start and the end
 
     def __post_init__(self):
         for f in ("n_seeds", "n_prompts", "n_answers", "max_fill", "group_size", "steps",
@@ -103,91 +127,112 @@ class Config:
 
 
 def quick_config() -> Config:
-    return Config(n_prompts=48, steps=80, window=10)
+    # The full setting with 5 seeds: the run is compile-bound (~1 s of simulation), and a
+    # smaller pilot quick mode (48 prompts, 100 steps at lr 0.03) lacked the power for the
+    # GRPO incorrect-length claim (docs/theory_rl_dynamics.md §1).
+    return Config(n_seeds=5)
+
+
+def max_tokens(cfg: Config) -> int:
+    return cfg.max_fill + N_FIXED
 
 
 # ------------------------------------------------------------------------------ the policy
-def _logits(params, prompt, tau, cfg: Config):
-    """Logits [B, L, V] of the rows' completions ``<fill>^τ <ans> a <eos>``: at t <= τ the
-    length decision (<fill> logit s[p, t] against <ans> at 0; <fill> banned at t = F), at
-    t = τ + 1 the answer logits θ[p, τ], then <eos> forced. V = 4 + n_answers."""
-    b, big, f, k = prompt.shape[0], 1e9, cfg.max_fill, cfg.n_answers
-    t = jnp.arange(f + 3)[None, :]
-    s = jnp.concatenate([params["fill"][prompt], jnp.zeros((b, 2))], axis=1)
-    s = jnp.where(t == f, -big, s)
-    decide = jnp.full((b, f + 3, 4 + k), -big)
+def _logits(params, prompt, draft, tau, cfg: Config):
+    """Logits [B, L, V] of the rows' completions ``d <fill>^τ <ans> d <eos>``: at t = 0 the
+    draft logits δ[p]; at t = 1 + j, j <= τ, the length decision (<fill> logit s[p, d, j]
+    against <ans> at 0, <fill> banned at j = F); at t = τ + 2 the answer, forced to copy the
+    draft; then <eos> forced. V = 4 + n_answers."""
+    b, k = prompt.shape[0], cfg.n_answers
+    v, t = FIRST_ANSWER + k, jnp.arange(max_tokens(cfg))[None, :]
+    s = params["fill"][prompt, draft]  # [B, F]
+    s = jnp.concatenate([jnp.zeros((b, 1)), s, jnp.full((b, 3), -BIG)], axis=1)  # by t
+    decide = jnp.full((b, max_tokens(cfg), v), -BIG)
     decide = decide.at[..., FILL].set(s).at[..., ANS].set(0.0)
-    answer = jnp.full((b, 4 + k), -big).at[:, 4:].set(
-        jnp.take_along_axis(params["ans"][prompt], tau[:, None, None], axis=1)[:, 0])
-    eos = jnp.full((4 + k,), -big).at[EOS].set(0.0)
-    out = jnp.where((t <= tau[:, None])[..., None], decide, eos)
-    return jnp.where((t == tau[:, None] + 1)[..., None], answer[:, None, :], out)
+    first = jnp.full((b, v), -BIG).at[:, FIRST_ANSWER:].set(params["draft"][prompt])
+    copy = jnp.where(jax.nn.one_hot(FIRST_ANSWER + draft, v) > 0, 0.0, -BIG)
+    eos = jnp.full((v,), -BIG).at[EOS].set(0.0)
+    out = jnp.where((t <= tau[:, None] + 1)[..., None], decide, eos)
+    out = jnp.where((t == tau[:, None] + 2)[..., None], copy[:, None, :], out)
+    return jnp.where((t == 0)[..., None], first[:, None, :], out)
 
 
 def _sample(key, params, prompt, cfg: Config):
-    """Completions: per position an independent stop draw (the first stop is τ, the same law
-    as drawing in order), then the answer from θ[p, τ]."""
-    k_len, k_ans = jax.random.split(key)
-    f = cfg.max_fill
-    fill = jax.random.bernoulli(k_len, jax.nn.sigmoid(params["fill"][prompt]))
-    fill = fill & (jnp.arange(f + 1)[None, :] < f)
-    tau = jnp.argmin(fill, axis=-1)  # the first position that does not fill
-    logits = jnp.take_along_axis(params["ans"][prompt], tau[:, None, None], axis=1)[:, 0]
-    answer = jax.random.categorical(k_ans, logits)
-    t = jnp.arange(f + 3)[None, :]
-    tokens = jnp.where(t < tau[:, None], FILL, PAD)
-    tokens = jnp.where(t == tau[:, None], ANS, tokens)
-    tokens = jnp.where(t == tau[:, None] + 1, 4 + answer[:, None], tokens)
-    tokens = jnp.where(t == tau[:, None] + 2, EOS, tokens).astype(jnp.int32)
-    return tokens, tokens != PAD, tau, answer
+    """Completions: the draft, then per filler position an independent continue draw (the
+    first stop is τ: the same law as drawing in order)."""
+    k_draft, k_len = jax.random.split(key)
+    draft = jax.random.categorical(k_draft, params["draft"][prompt])
+    fill = jax.random.bernoulli(k_len, jax.nn.sigmoid(params["fill"][prompt, draft]))
+    tau = jnp.argmin(jnp.concatenate([fill, jnp.zeros_like(fill[:, :1])], axis=1), axis=-1)
+    t = jnp.arange(max_tokens(cfg))[None, :]
+    tau_ = tau[:, None]
+    tokens = jnp.where(t <= tau_, FILL, PAD)
+    tokens = jnp.where(t == 0, FIRST_ANSWER + draft[:, None], tokens)
+    tokens = jnp.where(t == tau_ + 1, ANS, tokens)
+    tokens = jnp.where(t == tau_ + 2, FIRST_ANSWER + draft[:, None], tokens)
+    tokens = jnp.where(t == tau_ + 3, EOS, tokens).astype(jnp.int32)
+    return tokens, tokens != PAD, draft, tau
+
+
+def init_params(key, cfg: Config):
+    """Base policy and correct answers of one seed (module docstring)."""
+    p, k, f = cfg.n_prompts, cfg.n_answers, cfg.max_fill
+    k_noise, k_bonus, k_ans = jax.random.split(key, 3)
+    correct = jax.random.randint(k_ans, (p,), 0, k)
+    bonus = (cfg.boost + jax.random.normal(k_bonus, (p, 1))) * jax.nn.one_hot(correct, k)
+    # Hazard log(F − t): P(<fill> at t) = (F − t)/(F − t + 1), a uniform base length.
+    hazard = jnp.log(f - jnp.arange(f, dtype=jnp.float32))
+    return {"draft": jax.random.normal(k_noise, (p, k)) + bonus,
+            "fill": jnp.broadcast_to(hazard, (p, k, f))}, correct
+
+
+def rollout_gradient(key, params, correct, cfg: Config, method: str):
+    """One on-policy batch: the engine's loss gradient w.r.t. the tabular params and the
+    step's metrics (per-prompt weights measured by autodiff w.r.t. log π)."""
+    estimator, agg = METHODS[method]
+    p, g = cfg.n_prompts, cfg.group_size
+    prompt = jnp.repeat(jnp.arange(p), g)
+    tokens, mask, draft, tau = _sample(key, params, prompt, cfg)
+    reward = (draft == correct[prompt]).astype(jnp.float32)
+    adv = compute_advantages(reward.reshape(p, g), estimator).reshape(-1)
+    old = jax.lax.stop_gradient(jnp.take_along_axis(jax.nn.log_softmax(
+        _logits(params, prompt, draft, tau, cfg)), tokens[..., None], axis=-1)[..., 0])
+
+    def loss_of_logp(logp):  # the engine's surrogate and aggregation, as a function of logp
+        return aggregate(clipped_surrogate(logp, old, adv[:, None], 0.2, 0.2)[0], mask, agg,
+                         max_tokens(cfg))
+
+    w = jnp.where(mask, jnp.abs(jax.grad(loss_of_logp)(old)), 0.0)
+
+    def loss(prm):
+        return policy_loss(_logits(prm, prompt, draft, tau, cfg), tokens, mask, old, adv,
+                           None, eps_low=0.2, eps_high=0.2, kl_coef=0.0, kl_estimator="k3",
+                           entropy_coef=0.0, loss_agg=agg, max_tokens=max_tokens(cfg))[0]
+
+    length = mask.sum(-1).astype(jnp.float32)
+    ok = reward > 0
+    mean_where = lambda x, m: jnp.where(m.any(), jnp.sum(jnp.where(m, x, 0)) / jnp.maximum(
+        m.sum(), 1), jnp.nan)
+    out = {"accuracy": reward.mean(), "len_correct": mean_where(length, ok),
+           "len_incorrect": mean_where(length, ~ok), "len_mean": length.mean(),
+           "w_meas": w.sum(-1).reshape(p, g).sum(-1), "q": reward.reshape(p, g).mean(-1),
+           "rewards": reward.reshape(p, g), "lengths": length.reshape(p, g)}
+    return jax.grad(loss)(params), out
 
 
 def _one_seed(key, cfg: Config, method: str):
-    estimator, agg = METHODS[method]
-    p, g, k, f = cfg.n_prompts, cfg.group_size, cfg.n_answers, cfg.max_fill
-    max_tokens, rows = f + 3, p * g
-    k_init, k_ans, k_run = jax.random.split(key, 3)
-    noise = jax.random.normal(k_init, (2, p, f + 1, k))
-    correct = jax.random.randint(k_ans, (p,), 0, k)
-    bonus = (cfg.boost + noise[1, :, :1, :1]) * jax.nn.one_hot(correct, k)[:, None, :]
-    # Hazard log(F − t): P(<fill> at t) = (F − t)/(F − t + 1), a uniform base length.
-    hazard = jnp.log(jnp.maximum(f - jnp.arange(f + 1), 1.0))
-    params0 = {"fill": jnp.broadcast_to(hazard, (p, f + 1)), "ans": noise[0] + bonus}
-    prompt = jnp.repeat(jnp.arange(p), g)
-    lr = cfg.lr * rows * (max_tokens if method == "dr_grpo" else 1)
+    k_init, k_run = jax.random.split(key)
+    params0, correct = init_params(k_init, cfg)
+    opt = optax.adam(cfg.lr)
 
-    def step(params, i):
-        tokens, mask, tau, answer = _sample(jax.random.fold_in(k_run, i), params, prompt, cfg)
-        reward = (answer == correct[prompt]).astype(jnp.float32)
-        adv = compute_advantages(reward.reshape(p, g), estimator).reshape(-1)
-        logits = _logits(params, prompt, tau, cfg)
-        old = jax.lax.stop_gradient(jnp.take_along_axis(
-            jax.nn.log_softmax(logits), tokens[..., None], axis=-1)[..., 0])
+    def step(state, i):
+        params, opt_state = state
+        grads, out = rollout_gradient(jax.random.fold_in(k_run, i), params, correct, cfg,
+                                      method)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), out
 
-        def loss_of_logp(logp):  # the engine's surrogate and aggregation, as a function of logp
-            return aggregate(clipped_surrogate(logp, old, adv[:, None], 0.2, 0.2)[0], mask,
-                             agg, max_tokens)
-
-        w = jnp.where(mask, jnp.abs(jax.grad(loss_of_logp)(old)), 0.0)
-        w_meas = w.sum(-1).reshape(p, g).sum(-1)
-
-        def loss(prm):
-            return policy_loss(_logits(prm, prompt, tau, cfg), tokens, mask, old, adv, None,
-                               eps_low=0.2, eps_high=0.2, kl_coef=0.0, kl_estimator="k3",
-                               entropy_coef=0.0, loss_agg=agg, max_tokens=max_tokens)[0]
-
-        length = mask.sum(-1).astype(jnp.float32)
-        ok = reward > 0
-        mean_where = lambda x, m: jnp.where(m.any(), jnp.sum(jnp.where(m, x, 0)) / jnp.maximum(
-            m.sum(), 1), jnp.nan)
-        out = {"accuracy": reward.mean(), "len_correct": mean_where(length, ok),
-               "len_incorrect": mean_where(length, ~ok), "len_mean": length.mean(),
-               "w_meas": w_meas, "q": reward.reshape(p, g).mean(-1),
-               "rewards": reward.reshape(p, g), "lengths": length.reshape(p, g)}
-        grads = jax.grad(loss)(params)
-        return jax.tree.map(lambda x, d: x - lr * d, params, grads), out
-
-    return jax.lax.scan(step, params0, jnp.arange(cfg.steps))[1]
+    return jax.lax.scan(step, (params0, opt.init(params0)), jnp.arange(cfg.steps))[1]
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -204,6 +249,21 @@ def predicted_weight(rewards, lengths, method: str, n_prompts: int, max_tokens: 
     return np.abs(seq).sum(-1) / n_prompts
 
 
+def predicted_fill_update(draft_logits, fill_logits, correct, cfg: Config, method: str):
+    """Derived E[−∂loss/∂s[p, d, t]] = (1/B)·A_d·E_k[c(|o|) ∂ log π(k | d)/∂s_t] (module
+    docstring; docs/theory_rl_dynamics.md §1). draft_logits [P, K], fill_logits [P, K, F],
+    correct [P]; returns [P, K, F]."""
+    z = np.asarray(draft_logits, dtype=np.float64)
+    pi = np.exp(z - z.max(-1, keepdims=True))
+    pi /= pi.sum(-1, keepdims=True)
+    is_correct = np.arange(cfg.n_answers)[None, :] == np.asarray(correct)[:, None]
+    p_ok = np.sum(np.where(is_correct, pi, 0.0), axis=-1, keepdims=True)
+    a_ok = W.correct_advantage_sum(p_ok, cfg.group_size, method, eps=1e-6)
+    a_draft = np.where(is_correct, a_ok, -a_ok * pi / (1.0 - p_ok))
+    score = W.stop_chain_length_score(fill_logits, N_FIXED, method, max_tokens=max_tokens(cfg))
+    return a_draft[..., None] * score / (cfg.n_prompts * cfg.group_size)
+
+
 def run(config: Config, run_dir: Path) -> dict:
     keys = jax.random.split(jax.random.key(config.seed), config.n_seeds)
     cfg = dataclasses.replace(config, seed=0)
@@ -215,7 +275,7 @@ def run(config: Config, run_dir: Path) -> dict:
         result[f"{method}_q"], result[f"{method}_w_meas"] = out["q"], out["w_meas"]
         result[f"{method}_w_pred"] = predicted_weight(
             out["rewards"].astype(np.float64), out["lengths"], method, config.n_prompts,
-            config.max_fill + 3)
+            max_tokens(config))
     return result
 
 
@@ -231,19 +291,26 @@ def _note(agg):
 
 def claims(result: dict, config: Config) -> list[C.Claim]:
     w = config.window
-    d_grpo = _delta(result["grpo_len_incorrect"], w)
-    d_dr = _delta(result["dr_grpo_len_incorrect"], w)
-    g, diff = harness.seed_aggregate(d_grpo), harness.seed_aggregate(d_dr - d_grpo)
-    dr = harness.seed_aggregate(d_dr)
+    d = {(m, kind): _delta(result[f"{m}_len_{kind}"], w) for m in METHODS
+         for kind in ("correct", "incorrect")}
+    g_wrong = harness.seed_aggregate(d["grpo", "incorrect"])
+    diff = harness.seed_aggregate(d["dr_grpo", "incorrect"] - d["grpo", "incorrect"])
+    dr_wrong = harness.seed_aggregate(d["dr_grpo", "incorrect"])
+    g_right = harness.seed_aggregate(d["grpo", "correct"])
+    dr_right = harness.seed_aggregate(d["dr_grpo", "correct"])
     acc = harness.seed_aggregate(result["grpo_accuracy"][:, -w:].mean(1)
                                  - result["dr_grpo_accuracy"][:, -w:].mean(1))
     out = [
-        C.at_least("GRPO: incorrect length change (CI low end)", 0.0, g.lo, _note(g)),
+        C.at_least("GRPO: incorrect length change (CI low end)", 0.0, g_wrong.lo,
+                   _note(g_wrong)),
         C.at_most("Dr.GRPO minus GRPO: incorrect length change (CI high end)", 0.0, diff.hi,
                   f"paired by seed; {_note(diff)}"),
-        C.at_most("Dr.GRPO: incorrect length change (does not grow)", LEN_TOL, dr.mean,
-                  f"one-sided (the issue's 'not under Dr.GRPO'; two-sided before the pilot, "
-                  f"where it fell by 0.3); {_note(dr)}"),
+        C.within("Dr.GRPO: incorrect length change", 0.0, dr_wrong.mean, LEN_TOL,
+                 _note(dr_wrong)),
+        C.at_most("GRPO: correct length change (CI high end)", 0.0, g_right.hi,
+                  _note(g_right)),
+        C.within("Dr.GRPO: correct length change", 0.0, dr_right.mean, LEN_TOL,
+                 _note(dr_right)),
         C.within("final accuracy GRPO - Dr.GRPO", 0.0, acc.mean, ACC_TOL, _note(acc)),
     ]
     for m, label in (("grpo", "GRPO"), ("dr_grpo", "Dr.GRPO")):
@@ -273,9 +340,9 @@ def plot(result: dict, config: Config, run_dir: Path) -> None:
     qs = np.linspace(0.0, 1.0, 101)
     axes[2].plot(qs, 2 * np.sqrt(qs * (1 - qs)), "r-", lw=0.8, label="GRPO 2 sqrt(q(1-q))")
     lbar = np.nanmean(result["dr_grpo_len_incorrect"][:, 0])
-    axes[2].plot(qs, 2 * qs * (1 - qs) * lbar / (config.max_fill + 3), "b-", lw=0.8,
+    axes[2].plot(qs, 2 * qs * (1 - qs) * lbar / max_tokens(config), "b-", lw=0.8,
                  label="Dr.GRPO 2q(1-q) L/MAX (L at step 0)")
-    axes[0].set(xlabel="RL step", ylabel="mean completion length")
+    axes[0].set(xlabel="RL step", ylabel="mean completion length (solid: incorrect)")
     axes[1].set(xlabel="RL step", ylabel="training accuracy")
     axes[2].set(xlabel="group success rate q", ylabel="P x per-prompt sum |weight|")
     for ax in axes:

@@ -208,3 +208,33 @@ def test_pg_training_never_leaves_the_support():
     assert p1[2] == 0.0 and p1[1] > 0.9 > p0[1]
     assert S.support_preserved(p0, p1)
     assert not S.support_preserved(np.array([1.0, 0.0]), np.array([0.9, 0.1]))
+
+
+def test_correct_advantage_sum_hand_values():
+    # G = 2, p = 1/2: only c = 1 (prob 1/2) counts; Â_+ = 1 (GRPO), 1/2 (Dr.GRPO).
+    assert W.correct_advantage_sum(0.5, 2) == pytest.approx(0.5)
+    assert W.correct_advantage_sum(0.5, 2, "dr_grpo") == pytest.approx(0.25)
+    # Dr.GRPO: E[c(1 − c/G)] = (G − 1)p(1 − p).
+    assert W.correct_advantage_sum(0.3, 8, "dr_grpo") == pytest.approx(7 * 0.21)
+    # GRPO, G = 3, p = 1/2: c ∈ {1, 2} with prob 3/8 each, c·Â_+ = G sqrt(q(1−q)) = sqrt 2.
+    assert W.correct_advantage_sum(0.5, 3) == pytest.approx(2 * 3 / 8 * math.sqrt(2))
+
+
+def test_stop_chain_length_score_hand_value_and_enumeration():
+    # F = 1, s_0 = 0, n = 4: k ∈ {0, 1} with prob 1/2 each; score at t = 0 is +1/2 (k = 1)
+    # or −1/2 (k = 0), so E[score/|o|] = (1/2)(1/2)/5 − (1/2)(1/2)/4 = −1/80.
+    assert W.stop_chain_length_score([0.0], 4)[0] == pytest.approx(-1 / 80)
+    # Enumerate every k of a 3-step chain: E[c(k + n) ∂ log π(k)/∂s_t] term by term.
+    s = np.array([0.3, -0.2, 1.0])
+    sig = 1 / (1 + np.exp(-s))
+    for method, c in (("grpo", lambda n: 1 / n), ("dr_grpo", lambda n: 1 / 9)):
+        expected = np.zeros(3)
+        for k in range(4):
+            prob = np.prod(sig[:k]) * (1 - sig[k] if k < 3 else 1.0)
+            score = [(1 - sig[t]) if t < k else (-sig[t] if t == k else 0.0) for t in range(3)]
+            expected += prob * c(k + 2) * np.array(score)
+        np.testing.assert_allclose(W.stop_chain_length_score(s, 2, method, max_tokens=9),
+                                   expected, atol=1e-15)
+    assert np.all(W.stop_chain_length_score(s, 2) < 0)  # 1/|o| pushes every filler logit down
+    with pytest.raises(ValueError):
+        W.stop_chain_length_score(s, 2, "dr_grpo")

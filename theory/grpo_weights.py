@@ -122,3 +122,64 @@ def expected_prompt_weight(p, group_size: int, method: str = "grpo", *, ddof: in
         a_plus, a_minus = adv[0], adv[-1]
         total = total + prob * (c * a_plus / p - (g - c) * a_minus / (1 - p)) / g
     return total
+
+
+def correct_advantage_sum(p, group_size: int, method: str = "grpo", *, ddof: int = 0,
+                          eps: float = 0.0):
+    """E[Σ_{i: r_i = 1} Â_i] over a group of G samples with success rate p; the wrong samples'
+    advantages sum to minus this, since Σ_i Â_i = 0 in every group (ours; Â as in
+    :func:`group_advantages`, Liu et al. 2025, arXiv 2503.20783, Eq. 3 and §3.2).
+
+    Summed over c ~ Bin(G, p): E[c·Â_+(c)]. Dr.GRPO: c(1 − c/G) has mean (G − 1)p(1 − p).
+    GRPO (population std): c·Â_+ = G sqrt(q(1−q)), q = c/G. Hand values, G = 2, p = 1/2:
+    only c = 1 (prob 1/2) counts, Â_+ = 1 (GRPO) or 1/2 (Dr.GRPO): 1/2 and 1/4.
+    """
+    _check(method)
+    g = int(group_size)
+    if g < 2:
+        raise ValueError("group_size must be >= 2")
+    p = np.asarray(p, dtype=np.float64)
+    total = np.zeros_like(p)
+    for c in range(1, g):
+        log_comb = lgamma(g + 1) - lgamma(c + 1) - lgamma(g - c + 1)
+        with np.errstate(divide="ignore"):
+            prob = np.exp(log_comb + c * np.log(p) + (g - c) * np.log1p(-p))
+        adv = group_advantages(np.array([1.0] * c + [0.0] * (g - c)), method, ddof=ddof,
+                               eps=eps)
+        total = total + prob * c * adv[0]
+    return total
+
+
+def stop_chain_length_score(fill_logits, n_fixed: int, method: str = "grpo", *,
+                            max_tokens: int | None = None):
+    """E_k[c(|o|) ∂ log π(k)/∂s_t], t = 0 .. F−1, for a stop/continue chain (ours).
+
+    The chain: at position t = 0 .. F−1 a filler with probability σ(s_t), else stop; at t = F
+    stop forced. k = number of fillers, |o| = k + ``n_fixed``, and c(L) = 1/L (GRPO's
+    sequence-mean-token-mean) or 1/MAX_TOKENS (Dr.GRPO), Liu et al. 2025, arXiv 2503.20783,
+    Eq. 3 and §3.2. With S_t = Π_{u<t} σ(s_u), P(k = t) = S_t(1 − σ_t) (t < F), P(k = F) = S_F,
+    and ∂ log π(k)/∂s_t = (1 − σ_t)·1{k > t} − σ_t·1{k = t}:
+
+        E[c ∂ log π/∂s_t] = (1 − σ_t) Σ_{k>t} P(k) c(k + n) − σ_t P(k = t) c(t + n)
+                          = S_t σ_t (1 − σ_t) (E[c(k + n) | k > t] − c(t + n)).
+
+    For constant c this is 0 (the score has mean zero); for c = 1/L it is < 0, since every
+    k > t has 1/(k + n) < 1/(t + n). ``fill_logits`` [..., F]; returns [..., F].
+    Hand value: F = 1, s_0 = 0, n = 4: (1/2)(1/2)(1/5) − (1/2)(1/2)(1/4) = −1/80 (GRPO).
+    """
+    _check(method)
+    s = np.asarray(fill_logits, dtype=np.float64)
+    f = s.shape[-1]
+    sig = 1.0 / (1.0 + np.exp(-s))
+    reach = np.cumprod(np.concatenate([np.ones_like(s[..., :1]), sig], axis=-1), axis=-1)
+    p_len = reach * np.concatenate([1.0 - sig, np.ones_like(s[..., :1])], axis=-1)  # k=0..F
+    lengths = np.arange(f + 1) + n_fixed
+    if method == "grpo":
+        c = 1.0 / lengths
+    else:
+        if max_tokens is None or max_tokens <= 0:
+            raise ValueError("dr_grpo needs max_tokens > 0 (the constant normaliser)")
+        c = np.full(f + 1, 1.0 / max_tokens)
+    weighted = p_len * c
+    beyond = np.cumsum(weighted[..., ::-1], axis=-1)[..., ::-1][..., 1:]  # Σ_{k>t}, t < F
+    return (1.0 - sig) * beyond - sig * weighted[..., :f]
