@@ -107,18 +107,31 @@ class GraphSearch(Task):
         _, (dead, went) = jax.lax.scan(step, init, u)
         return dead, went.sum().astype(jnp.int32)
 
+    def example_noise(self, key):
+        """The uniforms one example draws from its key (graph, path tie-breaks, wrong turn)."""
+        cfg, n = self.config, self.config.n_nodes
+        return graphs.uniforms(key, **graph_noise(cfg), path=(n - 1, n), where=(n,), coin=(),
+                               walk=(cfg.dead_end_depth, n))
+
     def _one(self, key):
+        u = self.example_noise(key)
+        g = sample_context_graph(u, self.config, 0.0)
+        row, plen = prompt_row(g, self.vocab, self.config.max_edges)
+        tok, length, meta, _, _ = self.gold(u, g)
+        return row, plen, tok, length, meta
+
+    def gold(self, u, g):
+        """The gold completion for graph ``g`` (index space) with noise ``u``: a random
+        shortest path, with at most one wrong turn into a dead end. Also used by
+        ``tasks.pairs`` to write the gold of an edited graph from the same noise. Returns
+        (tokens, length, meta, path, column that pushes path[1] onto s)."""
         cfg, C = self.config, self.max_target_len
         n = cfg.n_nodes
-        u = graphs.uniforms(key, **graph_noise(cfg), path=(n - 1, n), where=(n,), coin=(),
-                            walk=(cfg.dead_end_depth, n))
-        g = sample_context_graph(u, cfg, 0.0)
-        row, plen = prompt_row(g, self.vocab, cfg.max_edges)
         adj = g["adj"]
         path, length = graphs.random_shortest_path(u["path"], adj, g["source"], g["target"])
         edges = length - 1
         can_reach = graphs.distances_to(adj, g["target"]) < graphs.UNREACHABLE
-        on_path = jnp.arange(cfg.n_nodes) < edges  # path[j] for j < edges has a next step
+        on_path = jnp.arange(n) < edges  # path[j] for j < edges has a next step
         has_dead_end = (adj[path] & ~can_reach[None, :]).any(axis=1) & on_path
         turn_at, possible = graphs.choice_where(u["where"], has_dead_end)
         wrong_turn = possible & (u["coin"] < cfg.p_mistake)
@@ -131,7 +144,7 @@ class GraphSearch(Task):
         rest_start = back_start + depth
         sep = rest_start + edges - turn_at
         lab = g["labels"]
-        path_at = lambda j: self.vocab.num(lab[path[jnp.clip(j, 0, cfg.n_nodes - 1)]])
+        path_at = lambda j: self.vocab.num(lab[path[jnp.clip(j, 0, n - 1)]])
         dead_tok = self.vocab.num(lab[dead[jnp.clip(pos - dead_start, 0, cfg.dead_end_depth - 1)]])
         tok = jnp.where(pos < dead_start, path_at(pos), PAD)
         tok = jnp.where((pos >= dead_start) & (pos < back_start), dead_tok, tok)
@@ -145,7 +158,8 @@ class GraphSearch(Task):
                     has_mistake=depth > 0,
                     mistake=(pos >= dead_start) & (pos < back_start),
                     is_back=(pos >= back_start) & (pos < rest_start))
-        return row, plen, tok, sep + length + 2, meta
+        push_a = 1 + jnp.where(turn_at == 0, 2 * depth, 0)  # after s and any dead end at s
+        return tok, sep + length + 2, meta, path, push_a
 
     def _simulate(self, tokens, adj, s, t):
         """One completion through the stack machine: the reward (module docstring) and the

@@ -18,6 +18,18 @@ the logits at column ``answer_pos = P + k - 1`` predict it: ``clean_answer`` in 
   gains the edge s -> t. The first answer token flips between ``s`` and ``<no_path>``
   (``answer_pos = P - 1``); the corrupt gold is ``<no_path>`` or the unique shortest path
   ``s t``. The corrupt graph of a DAG task may contain a cycle.
+* ``graph/graph_search``: the first edge s -> a of the clean final path is replaced, in its
+  prompt slot, by a new edge x -> y (uniform among the allowed ones: both nodes named in
+  the prompt, not a loop, not already listed, not s -> a, t still reachable from s, and for
+  a DAG task no cycle). The corrupt gold is the trace the task's own generator writes for
+  the corrupt graph with the clean example's noise (same shortest-path tie-breaks, same
+  wrong-turn coin and walk), so with ``p_mistake = 0`` both golds are clean shortest-path
+  traces. A pair is kept only if the two golds agree before the column where the clean
+  trace pushes a onto s (column 1, or after its dead end at s): there the corrupt graph
+  lacks s -> a, so the clean answer ``a`` is an illegal push and the corrupt answer is
+  another node out of s. Always true with ``p_mistake = 0``; with a wrong turn at s it
+  needs the corrupt trace to take the same one (1 candidate in 3 on the default config
+  with ``p_mistake = 1``, seed 0), so such pairs are under-represented.
 * ``graph/path_finding`` (one fixed graph): the target token. Clean ``s t1`` and corrupt
   ``s t2`` are rows of the same split whose gold first steps k1, k2 separate the targets:
   k1 cannot reach t2 and k2 cannot reach t1 (ALPINE, arXiv 2405.09220, Algorithm 1: the next
@@ -25,8 +37,8 @@ the logits at column ``answer_pos = P + k - 1`` predict it: ``clean_answer`` in 
 
 A pair counts only if the task's own verifier agrees (``changed``): ``task.reward`` gives the
 corrupt gold 1 and the clean gold 0 on the corrupt batch. Tasks whose generator may fail to
-find a pair (graph_in_context) draw several candidates per pair and keep the first that
-works; outside ``jit`` a shortfall is a ``ValueError``, inside it ``changed`` says so.
+find a pair (graph_in_context, graph_search) draw several candidates per pair and keep the
+first that works; outside ``jit`` a shortfall is a ``ValueError``, inside it ``changed`` says so.
 
 Latent labels (:func:`latents`): int32[n, T], one per sequence column, -1 where undefined.
 The label a column must compute to predict the next token is the next column's label.
@@ -41,13 +53,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks import digits, graphs
+from tasks import digits, graphs, pairs_graph
 from tasks.core import EOS, PAD, Batch, Task, left_pad
-from tasks.path_finding import PathFinding, alpine_data
 
-# Candidates drawn per graph_in_context pair: 70-90 % of candidates admit a pair (measured
-# on the default DAG and digraph configs), so a shortfall among 4 n is vanishingly rare.
-_OVERSAMPLE = 4
+# Candidates drawn per pair. 70-90 % of graph_in_context candidates admit a pair (default
+# DAG and digraph configs); 50-97 % of graph_search ones (default DAG and digraph configs,
+# p_mistake 0, 0.5 and 1, the tests' 6-node configs; keys 0, 1000, 2000, 6660000, both
+# splits, 512 candidates each) and 46-95 % on its curriculum levels 0-4 (keys 0 and 1000;
+# the 4-node DAG of level 0 is lowest). A shortfall, (1 - p)^m for n = 1, is under 1 % and
+# falls fast with n.
+_OVERSAMPLE = {"graph/graph_in_context": 4, "graph/graph_search": 8}
 
 
 @jax.tree_util.register_dataclass
@@ -165,107 +180,25 @@ def _parity(task, key, n, split):
 
 
 # --------------------------------------------------------------------------- graphs
-def _edit_graph(task, key, prompt, plen, adj, s, t, reachable):
-    """One graph_in_context example's edge replacement (module docstring), in label space.
-    Returns (corrupt prompt, corrupt adjacency, corrupt target row, whether one exists)."""
-    v, E, R = task.vocab, task.config.max_edges, task.config.label_range
-    k_cut, k_new, k_any = jax.random.split(key, 3)
-    start = task.prompt_len - plen  # the left padding
-    n_edges = (plen - 3) // 2
-    cols = start + 2 * jnp.arange(E)
-    eu = v.value(prompt[jnp.clip(cols, 0, task.prompt_len - 1)])
-    ev = v.value(prompt[jnp.clip(cols + 1, 0, task.prompt_len - 1)])
-    listed = jnp.arange(E) < n_edges
-    eu, ev = jnp.where(listed, eu, 0), jnp.where(listed, ev, 0)
-    without = lambda j: adj.at[eu[j], ev[j]].set(False)
-    reach_without = jax.vmap(lambda j: graphs.transitive_closure(without(j))[s, t])(jnp.arange(E))
-    cut, has_cut = graphs.choice_where(jax.random.uniform(k_cut, (E,)), listed & ~reach_without)
-    any_edge, _ = graphs.choice_where(jax.random.uniform(k_any, (E,)), listed)
-    j = jnp.where(reachable, cut, any_edge)
-    base = without(j)
-    # Reachable -> unreachable: a new edge a -> b whose tail s cannot reach adds no s -> t
-    # path; nodes are those the prompt names, and the edge must be new and not a loop.
-    label = jnp.arange(R)
-    named = lambda x: ((label[None, :] == x[:, None]) & listed[:, None]).any(axis=0)
-    present = named(eu) | named(ev) | (label == s) | (label == t)
-    reach_s = graphs.transitive_closure(base)[s]
-    new_ok = (~reach_s & present)[:, None] & present[None, :] & ~base & ~jnp.eye(R, dtype=bool)
-    flat, has_new = graphs.choice_where(jax.random.uniform(k_new, (R * R,)), new_ok.reshape(-1))
-    a = jnp.where(reachable, flat // R, s)
-    b = jnp.where(reachable, flat % R, t)
-    prompt = prompt.at[start + 2 * j].set(v.num(a)).at[start + 2 * j + 1].set(v.num(b))
-    pos = jnp.arange(task.max_target_len)
-    no_path = jnp.where(pos == 0, v.id("<no_path>"), jnp.where(pos == 1, EOS, PAD))
-    direct = jnp.where(pos == 0, v.num(s), jnp.where(pos == 1, v.num(t),
-                                                      jnp.where(pos == 2, EOS, PAD)))
-    target = jnp.where(reachable, no_path, direct).astype(jnp.int32)
-    ok = jnp.where(reachable, has_cut & has_new, n_edges >= 1)
-    return prompt.astype(jnp.int32), base.at[a, b].set(True), target, ok
+def _oversampled(candidates):
+    """A builder from a candidate generator (``tasks.pairs_graph``): ``_OVERSAMPLE`` n
+    candidates, the first n whose pair works, in order."""
 
-
-def _graph_in_context(task, key, n, split):
-    k_batch, k_edit = jax.random.split(key)
-    m = n * _OVERSAMPLE
-    cand = task.sample(k_batch, m, split)
-    meta = cand.meta
-    prompts, adj, targets, ok = jax.vmap(functools.partial(_edit_graph, task))(
-        jax.random.split(k_edit, m), cand.prompts, cand.prompt_lens, meta["adjacency"],
-        meta["source"], meta["target"], meta["reachable"])
-    reach = ~meta["reachable"]
-    corrupt = Batch(prompts, cand.prompt_lens, targets, jnp.where(reach, 3, 2).astype(jnp.int32),
-                    {**meta, "adjacency": adj, "reachable": reach,
-                     "distance": jnp.where(reach, 1, -1).astype(jnp.int32)})
-    pairs = _finish(task, cand, corrupt, ok)
-    keep = jnp.argsort(~pairs.changed, stable=True)[:n]  # the first n that work, in order
-    return jax.tree.map(lambda x: x[keep], pairs)
-
-
-@functools.lru_cache(maxsize=8)
-def _path_table(config, split):
-    """Gold rows of a path_finding split (as ``task.sample`` draws them) and, per row,
-    whether some other row of the split is a partner (module docstring)."""
-    task, data = PathFinding(config), alpine_data(config)
-    paths = data.train_paths if split == "train" else data.test_paths
-    rows = np.full((len(paths), task.max_target_len), PAD, np.int32)
-    for i, p in enumerate(paths):
-        rows[i, :len(p) + 1] = list(task.vocab.num(np.asarray(p))) + [EOS]
-    s, t = np.array([p[0] for p in paths]), np.array([p[-1] for p in paths])
-    k = np.array([p[1] for p in paths])
-    has_partner = np.zeros(len(paths), bool)
-    for src in np.unique(s):  # partner test within each source: [rows_s, rows_s]
-        i = np.flatnonzero(s == src)
-        ok = ~task.reachability[t[i][:, None], k[i][None, :]]  # k2 cannot reach t1
-        ok &= ok.T  # and k1 cannot reach t2 (this excludes t1 == t2)
-        has_partner[i] = ok.any(axis=1)
-    if not has_partner.any():
-        raise ValueError(f"corrupt_pairs: graph/path_finding {task.config} has no two {split} "
-                         "rows with the same source whose first steps separate the targets")
-    return rows, s, t, k, has_partner
+    def build(task, key, n, split):
+        pairs = _finish(task, *candidates(task, key, n * _OVERSAMPLE[task.name], split))
+        keep = jnp.argsort(~pairs.changed, stable=True)[:n]
+        return jax.tree.map(lambda x: x[keep], pairs)
+    return build
 
 
 def _path_finding(task, key, n, split):
-    rows, s, t, k, has_partner = (jnp.asarray(x) for x in _path_table(task.config, split))
-    k_clean, k_partner = jax.random.split(key)
-    pick = jnp.argmax(jnp.where(has_partner, jax.random.uniform(k_clean, (n, len(s))), -1.0), 1)
-    reach = jnp.asarray(task.reachability)
-    partner = ((s[None, :] == s[pick][:, None]) & ~reach[t[pick][:, None], k[None, :]]
-               & ~reach[t[None, :], k[pick][:, None]])
-    other = jnp.argmax(jnp.where(partner, jax.random.uniform(k_partner, partner.shape), -1.0), 1)
-
-    def batch(idx):
-        src, tgt = s[idx].astype(jnp.int32), t[idx].astype(jnp.int32)
-        meta = dict(source=src, target=tgt,
-                    category=jnp.asarray(task.category)[src, tgt].astype(jnp.int32),
-                    degree=jnp.asarray(task.degree)[src, tgt].astype(jnp.int32))
-        return Batch(task.vocab.num(jnp.stack([src, tgt], 1)).astype(jnp.int32),
-                     jnp.full((n,), 2, jnp.int32), rows[idx],
-                     (rows[idx] != PAD).sum(1).astype(jnp.int32), meta)
-
-    return _finish(task, batch(pick), batch(other), partner.any(axis=1))
+    return _finish(task, *pairs_graph.path_finding_pairs(task, key, n, split))
 
 
 _BUILDERS = {"arith/addition": _addition, "arith/parity": _parity,
-             "graph/graph_in_context": _graph_in_context, "graph/path_finding": _path_finding}
+             "graph/graph_in_context": _oversampled(pairs_graph.graph_in_context_candidates),
+             "graph/graph_search": _oversampled(pairs_graph.graph_search_candidates),
+             "graph/path_finding": _path_finding}
 
 
 # --------------------------------------------------------------------------- latents

@@ -175,6 +175,127 @@ def test_path_finding_pairs_change_the_target_so_no_first_step_serves_both():
         assert int(pairs.answer_pos[i]) == 2  # column 2 holds s and predicts the first step
 
 
+# graph_search: two configs, 64 pairs for each of two keys and both splits (one compile
+# per config and split). The DAG one always walks into a dead end where one exists.
+SEARCH_CONFIGS = {
+    "dag, p_mistake=1": dict(CONFIGS["graph/graph_in_context"], p_mistake=1.0),
+    "digraph, p_mistake=0": dict(CONFIGS["graph/graph_in_context"], graph_kind="digraph",
+                                 p_mistake=0.0),
+}
+SEARCH_N = 64
+
+
+def search_pairs(label, seed, split):
+    """(task, corrupt_pairs(task, key(seed), 64, split)) for a graph_search config, once."""
+    if (label, seed, split) not in _CACHE:
+        task = tasks.make("graph/graph_search", **SEARCH_CONFIGS[label])
+        pairs = corrupt_pairs(task, jax.random.key(seed), SEARCH_N, split)
+        _CACHE[label, seed, split] = task, pairs
+    return _CACHE[label, seed, split]
+
+
+def run_stack(edges, s, words_):
+    """The trace's stack machine (graph_search module docstring, rule 2); None if illegal."""
+    stack = []
+    for j, w in enumerate(words_):
+        if w == "<back>" and stack:
+            stack.pop()
+        elif w.isdigit() and (int(w) == s if j == 0 else stack and (stack[-1], int(w)) in edges):
+            stack.append(int(w))
+        else:
+            return None
+    return stack
+
+
+def follows_search_rules(edges, s, t, completion, p_mistake, max_depth) -> bool:
+    """The completion is a gold graph_search trace for this graph (module docstring): a
+    legal trace whose final stack, written after <sep>, is a shortest s -> t path; at most
+    one excursion into nodes that cannot reach t, walked onto new nodes until max_depth
+    steps or no further such node, and backed out with as many <back>; with p_mistake 0
+    never one, with p_mistake 1 one whenever a path node before t has such a neighbour."""
+    w = completion
+    if w.count("<sep>") != 1 or w[-1] != "<eos>" or w.count("<eos>") != 1:
+        return False
+    cut = w.index("<sep>")
+    trace, answer = w[:cut], w[cut + 1:-1]
+    stack = run_stack(edges, s, trace)
+    if stack is None or [str(x) for x in stack] != answer:
+        return False
+    if stack[-1] != t or len(set(stack)) != len(stack) or len(stack) - 1 != dist(edges, s, t):
+        return False
+    dead = lambda x: not reach(edges, x, t)
+    backs = trace.count("<back>")
+    if backs == 0:
+        tempted = any(dead(y) for x in stack[:-1] for (u, y) in edges if u == x)
+        return trace == [str(x) for x in stack] and not (p_mistake == 1 and tempted)
+    if p_mistake == 0:
+        return False
+    first = trace.index("<back>")
+    walk = [int(x) for x in trace[first - backs:first]]
+    turn = trace[:first - backs]
+    last_dead_options = {y for (u, y) in edges if u == walk[-1] and dead(y)} - set(walk)
+    return (backs <= max_depth and trace[first:first + backs] == ["<back>"] * backs
+            and trace[:first - backs] + trace[first + backs:] == [str(x) for x in stack]
+            and all(dead(x) for x in walk) and len(set(walk)) == len(walk)
+            and (int(turn[-1]), walk[0]) in edges
+            and (backs == max_depth or not last_dead_options))
+
+
+def acyclic(edges) -> bool:
+    return not any(reach(edges, b, a) for (a, b) in edges)
+
+
+@pytest.mark.parametrize("label", SEARCH_CONFIGS)
+def test_graph_search_pairs_replace_the_first_path_edge_and_redo_the_gold_trace(label):
+    """Clean and corrupt prompts differ in one edge slot: the clean final path's first edge
+    s -> a becomes a new edge. Both golds follow the generator's rules on their own graph;
+    the clean final path is no path of the corrupt graph. The golds first differ where the
+    clean trace pushes a onto s: the clean answer is a, an illegal push there."""
+    for seed in (0, 1):
+        for split in ("train", "test"):
+            task, pairs = search_pairs(label, seed, split)
+            assert bool(pairs.changed.all())
+            for i in range(SEARCH_N):
+                check_search_pair(task, SEARCH_CONFIGS[label], pairs, i)
+
+
+def check_search_pair(task, cfg, pairs, i):
+    (edges, s, t), (edges2, s2, t2) = (parse(task, row[:task.prompt_len])
+                                       for row in (pairs.clean[i], pairs.corrupt[i]))
+    assert (s, t) == (s2, t2) and len(edges) == len(edges2)
+    assert pairs.clean_batch.prompt_lens[i] == pairs.corrupt_batch.prompt_lens[i]
+    slots = [j for j, (e, f) in enumerate(zip(edges, edges2, strict=True)) if e != f]
+    assert len(slots) == 1  # one edge, in the same slot
+    old, new = edges[slots[0]], edges2[slots[0]]
+    named = {x for e in edges for x in e} | {s, t}
+    assert new not in edges and new[0] != new[1] and set(new) <= named
+    if cfg.get("graph_kind", "dag") == "dag":
+        assert acyclic(set(edges2))
+    clean_w, corrupt_w = (words(task, gold(task, r)) for r in (pairs.clean[i], pairs.corrupt[i]))
+    for e, w in ((set(edges), clean_w), (set(edges2), corrupt_w)):
+        assert follows_search_rules(e, s, t, w, cfg["p_mistake"], task.config.dead_end_depth)
+    clean_path = [int(x) for x in clean_w[clean_w.index("<sep>") + 1:-1]]
+    assert old == (s, clean_path[1])
+    assert not all(e in set(edges2) for e in zip(clean_path, clean_path[1:], strict=False))
+    check_answer_fields(task, pairs, i, gold(task, pairs.clean[i]), gold(task, pairs.corrupt[i]))
+    k = int(pairs.answer_pos[i]) - task.prompt_len + 1
+    assert run_stack(set(edges2), s, clean_w[:k]) == [s]  # shared prefix, top of stack s
+    assert clean_w[k] == str(clean_path[1])
+    if cfg["p_mistake"] == 0:
+        assert k == 1
+
+
+def test_graph_search_pairs_are_jittable_and_rare_configs_raise():
+    task, eager = search_pairs("dag, p_mistake=1", 0, "train")
+    jitted = jax.jit(corrupt_pairs, static_argnums=(0, 2, 3))(task, KEY, SEARCH_N, "train")
+    for x, y in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
+        np.testing.assert_array_equal(x, y)
+    # Two nodes, one edge s -> t: no other edge can keep t reachable, so no pair exists.
+    tiny = tasks.make("graph/graph_search", n_nodes=2, label_range=2, max_edges=1)
+    with pytest.raises(ValueError, match="only 0 of 4 pairs of graph/graph_search"):
+        corrupt_pairs(tiny, KEY, 4)
+
+
 def test_pairs_are_deterministic_jittable_and_reject_bad_input():
     task, eager = emitted("arith/parity")
     again = corrupt_pairs(task, KEY, N)
@@ -185,7 +306,8 @@ def test_pairs_are_deterministic_jittable_and_reject_bad_input():
         np.testing.assert_array_equal(x, z)
     other = corrupt_pairs(task, jax.random.key(1), N)
     assert not np.array_equal(eager.corrupt, other.corrupt)
-    with pytest.raises(ValueError, match="supported: arith/addition, arith/parity"):
+    with pytest.raises(ValueError, match="supported: arith/addition, arith/parity, graph/"
+                                         "graph_in_context, graph/graph_search, graph/path"):
         corrupt_pairs(tasks.make("seq/copy"), KEY, 4)
     with pytest.raises(ValueError, match="n=0"):
         corrupt_pairs(task, KEY, 0)
@@ -273,7 +395,8 @@ def stack_nodes(task, completion):
 def test_current_node_and_distance_labels_follow_the_completion(name):
     if name == "graph/graph_search":  # every gold trace walks into a dead end and back
         task = tasks.make(name, **CONFIGS["graph/graph_in_context"], p_mistake=1.0)
-        batches = [task.sample(KEY, N)]
+        corrupt = search_pairs("dag, p_mistake=1", 0, "train")[1].corrupt_batch
+        batches = [task.sample(KEY, N), corrupt]  # the corrupt meta matches its prompt
     else:
         task, batches = emitted_batches(name)
     for batch in batches:
