@@ -14,6 +14,9 @@
   exact (``theory.passk.pass_at_k_exact``): no sampling error on the evaluation side.
 * ``support_stats``: the expectations behind the support claims (``theory.support.rl_reach``
   and ``unsolved_bound``; derivation in docs/theory_rl_dynamics.md §4).
+* ``grpo_tabular_gain`` / ``decompose_change``: what a per-problem (tabular) GRPO predicts for
+  Δ log π(gold) against the base p, and the split of the measured Δ log π(gold) into a common
+  shift, a part shared by the RL seeds and RL-seed noise (winner-take-all diagnostics, §4).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from scipy.stats import binom
 
 from theory import support
 
@@ -180,3 +184,36 @@ def rank_correlation(x, y):
     rx, ry = rank(np.asarray(x)), rank(np.asarray(y))
     rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
     return (rx * ry).sum(-1) / np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum(-1))
+
+
+def grpo_tabular_gain(p, group_size: int):
+    """Expected first-step Δ log p of a problem with success p under GRPO (population-std
+    advantages, on-policy) if each problem had its own logits z (no shared parameters), in
+    units of η (1 + κ) · P(problem drawn) (ours; docs/theory_rl_dynamics.md §4):
+
+        f(p) = G (1 − p) E_{c ~ Bin(G, p)} sqrt(q (1 − q)),   q = c / G.
+
+    Given c correct, E[Σ_i Â_i ∇_z log π(y_i)] = G sqrt(q(1−q)) / (1 − p) · (e_gold − π), and
+    Δ log p = η (e_gold − π) · that, with ‖e_gold − π‖² = (1 − p)² (1 + κ), κ ∈ [1/(m−1), 1].
+    Zero at p = 0 (never sampled) and at p = 1 (no mixed group); peak near p = 0.29 for G = 8.
+    Hand value: p = 1/2, G = 2: only c = 1 (prob 1/2) is mixed, sqrt(1/4) = 1/2, so f = 1/4.
+    """
+    p = np.asarray(p, np.float64)
+    c = np.arange(group_size + 1)
+    q = c / group_size
+    pmf = binom.pmf(c, group_size, p[..., None])
+    return group_size * (1 - p) * (pmf * np.sqrt(q * (1 - q))).sum(-1)
+
+
+def decompose_change(d):
+    """Split Δ [seeds, problems] into d = common_s + systematic_j + noise_sj: the common shift
+    (mean over problems, per seed), the problem-specific part shared by the RL seeds (seed mean
+    of d − common) and the rest (RL-seed noise). Returns the parts and their variances
+    (population variances over all entries; they add up to the variance of d)."""
+    d = np.asarray(d, np.float64)
+    common = d.mean(-1, keepdims=True)
+    systematic = (d - common).mean(0)
+    noise = d - common - systematic
+    return {"common": common[:, 0], "systematic": systematic,
+            "var_common": float(np.var(np.broadcast_to(common, d.shape))),
+            "var_systematic": float(np.var(systematic)), "var_noise": float(np.var(noise))}
