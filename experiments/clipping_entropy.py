@@ -35,12 +35,12 @@ The clip range caps how far any answer's ratio moves within one step, so the dri
 is O(ε²) whatever the group size G, while the clip bias sums over the clipped tokens and
 grows with G at a fixed per-token push lr/m (m = 8 answers per minibatch).
 ``step_decomposition`` measures both terms. At seed 0 with the former G = 64 for 100 steps,
-the first-order change of π(mode) summed to +0.12 and the drift to −0.13: they cancelled,
+the first-order change of π(mode) summed to +0.11 and the drift to −0.13: they cancelled,
 and the mode claim failed at seeds 0-4 and 977000. Hence G = 256 for 25 steps: the same
 answers, SGD updates and (about) clip events as 64 × 100, but a quarter of the steps over
 which the drift accrues (measured at seed 0 before the claims were re-run: first order
-+0.12, drift −0.05). The ``noclip`` diagnostic (many epochs, no clipping) shows an uncapped
-drift.
++0.12, drift −0.05; +0.13 and −0.05 with the Monte Carlo keys now derived from the seed).
+The ``noclip`` diagnostic (many epochs, no clipping) shows an uncapped drift.
 
 Claims (tolerances fixed here, before measuring): each is a sign test on the seed aggregate
 of a per-seed statistic (the change from step 0 to the end, averaged over contexts): the
@@ -188,9 +188,10 @@ def _simulate(keys, eps, cfg: Config, epochs: int, minibatches: int):
 def step_decomposition(z, mode, eps, cfg: Config, key, replicates: int = 128) -> dict:
     """The expected one-step change of f ∈ {π(mode), H} at logits z [contexts, answers],
     split as in docs/theory_rl_dynamics.md §3 into the first-order part ∇f·E[Δz] (the mean
-    update, which carries the clip bias) and the rest E[Δf] − ∇f·E[Δz] = ½ tr(∇²f Cov Δz)
-    + O(Δz³) (the neutral drift), by Monte Carlo over ``replicates`` rollouts of the same
-    step. Means over contexts."""
+    update, which carries the clip bias) and the rest E[Δf] − ∇f·E[Δz] = ½ E[Δzᵀ∇²f Δz]
+    + O(Δz³) = ½ tr(∇²f Cov Δz) + ½ E[Δz]ᵀ∇²f E[Δz] + O(Δz³) (the neutral drift, plus the
+    curvature along the mean update), by Monte Carlo over ``replicates`` rollouts of the
+    same step. Means over contexts."""
     keys = jax.random.split(key, replicates)
     z_new = jax.vmap(lambda k: _rl_step(z, k, eps, cfg, cfg.epochs, cfg.minibatches)[0])(keys)
     mean_dz = (z_new - z).mean(axis=0)
@@ -206,11 +207,13 @@ def decomposition_along_trajectory(config: Config, eps=None, every: int = 5,
                                    replicates: int = 128) -> dict:
     """Sums over one trajectory (the first seed of ``config.seed``; default eps: symmetric)
     of ``step_decomposition`` taken every ``every`` steps (times ``every``), with the
-    trajectory's own realised changes of π(base mode) and H."""
+    trajectory's own realised changes of π(base mode) and H. Each evaluation stands for the
+    ``every`` steps after it (fewer at the end when ``every`` does not divide ``steps``)."""
     eps = (config.eps_sym, config.eps_sym) if eps is None else eps
     cfg = dataclasses.replace(config, seed=0)
     k0, k_run = jax.random.split(jax.random.split(jax.random.key(config.seed),
                                                   config.n_seeds)[0])
+    k_mc = jax.random.fold_in(k_run, config.steps)  # Monte Carlo keys, apart from the run's
     z = cfg.logit_scale * jax.random.normal(k0, (cfg.n_states, cfg.n_actions))
     mode, z0 = jnp.argmax(z, axis=-1), z
     step = jax.jit(lambda x, k: _rl_step(x, k, eps, cfg, cfg.epochs, cfg.minibatches)[0])
@@ -218,8 +221,9 @@ def decomposition_along_trajectory(config: Config, eps=None, every: int = 5,
     sums = {}
     for i in range(config.steps):
         if i % every == 0:
-            for k, v in decompose(z, jax.random.key(10_000 + i)).items():
-                sums[k] = sums.get(k, 0.0) + every * float(v)
+            span = min(every, config.steps - i)
+            for k, v in decompose(z, jax.random.fold_in(k_mc, i)).items():
+                sums[k] = sums.get(k, 0.0) + span * float(v)
         z = step(z, jax.random.fold_in(k_run, i))
     sums["p_mode_realised"] = float((_p_mode(z, mode) - _p_mode(z0, mode)).mean())
     sums["entropy_realised"] = float((E.entropy(z) - E.entropy(z0)).mean())

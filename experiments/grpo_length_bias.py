@@ -1,6 +1,6 @@
 """Figure 2, grpo-length-bias (Liu et al. 2025, "Understanding R1-Zero-Like Training",
 arXiv 2503.20783): GRPO's 1/|o| normalisation lengthens wrong answers and shortens right ones;
-Dr.GRPO does neither.
+under Dr.GRPO the expected drift is zero (measured: within 0.25 tokens, the Adam drift below).
 
 Task. ``n_prompts`` problems, each with a correct answer a*_p among ``n_answers``. A completion
 is ``d <fill>^k <ans> a <eos>``, 0 <= k <= F = ``max_fill`` (|o| = k + 4): first a committed
@@ -65,7 +65,7 @@ Claims (tolerances fixed here, before measuring this design; seed aggregates of 
 * Dr.GRPO: |Δ mean correct length| <= 0.25 tokens;
 * accuracy about equal: |final accuracy GRPO − Dr.GRPO| <= 0.05 (seed mean of the paired
   difference of the last-``window`` accuracies);
-* the measured per-prompt weight equals the derived one: max relative error over all
+* the measured per-prompt weight equals the derived one: max |error| / max |weight| over all
   groups <= 1e-4 (float32 arithmetic on O(1) numbers), for each method.
 """
 
@@ -120,10 +120,15 @@ class Config:
                   "window"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
                 raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)!r}")
-        if self.n_seeds < 2 or self.group_size < 2 or self.n_answers < 2:
-            raise ValueError("need n_seeds >= 2, group_size >= 2 and n_answers >= 2")
-        if 2 * self.window > self.steps or self.lr <= 0:
-            raise ValueError("need 2 * window <= steps and lr > 0")
+        for f in ("n_seeds", "group_size", "n_answers"):
+            if getattr(self, f) < 2:
+                raise ValueError(f"{f} must be >= 2, got {getattr(self, f)}")
+        if 2 * self.window > self.steps:
+            raise ValueError(f"window={self.window} needs 2 * window <= steps={self.steps}")
+        if not (np.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not np.isfinite(self.boost):
+            raise ValueError(f"boost must be finite, got {self.boost!r}")
 
 
 def quick_config() -> Config:
@@ -259,7 +264,9 @@ def predicted_fill_update(draft_logits, fill_logits, correct, cfg: Config, metho
     is_correct = np.arange(cfg.n_answers)[None, :] == np.asarray(correct)[:, None]
     p_ok = np.sum(np.where(is_correct, pi, 0.0), axis=-1, keepdims=True)
     a_ok = W.correct_advantage_sum(p_ok, cfg.group_size, method, eps=1e-6)
-    a_draft = np.where(is_correct, a_ok, -a_ok * pi / (1.0 - p_ok))
+    with np.errstate(invalid="ignore", divide="ignore"):  # p_ok = 1: no wrong draft is drawn
+        share = np.where(p_ok < 1.0, pi / (1.0 - p_ok), 0.0)
+    a_draft = np.where(is_correct, a_ok, -a_ok * share)
     score = W.stop_chain_length_score(fill_logits, N_FIXED, method, max_tokens=max_tokens(cfg))
     return a_draft[..., None] * score / (cfg.n_prompts * cfg.group_size)
 
@@ -316,7 +323,7 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
     for m, label in (("grpo", "GRPO"), ("dr_grpo", "Dr.GRPO")):
         meas, pred = result[f"{m}_w_meas"], result[f"{m}_w_pred"]
         err = float(np.max(np.abs(meas - pred)) / np.max(np.abs(pred)))
-        out.append(C.at_most(f"{label}: per-prompt weight, max rel. error vs derived", W_RTOL,
+        out.append(C.at_most(f"{label}: per-prompt weight, max error / max weight", W_RTOL,
                              err, f"all {meas.size} groups of all steps and seeds"))
     return out
 

@@ -29,9 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from scipy.stats import binom
 
-from theory import support
+from theory import grpo_weights, support
 
 TASK = "arith/modular_sum"
 
@@ -199,21 +198,24 @@ def grpo_tabular_gain(p, group_size: int):
     Hand value: p = 1/2, G = 2: only c = 1 (prob 1/2) is mixed, sqrt(1/4) = 1/2, so f = 1/4.
     """
     p = np.asarray(p, np.float64)
-    c = np.arange(group_size + 1)
-    q = c / group_size
-    pmf = binom.pmf(c, group_size, p[..., None])
-    return group_size * (1 - p) * (pmf * np.sqrt(q * (1 - q))).sum(-1)
+    # G E[sqrt(q(1−q))] is E[c·Â_+] of theory.grpo_weights (population std, no epsilon).
+    return (1 - p) * grpo_weights.correct_advantage_sum(p, group_size, "grpo")
 
 
 def decompose_change(d):
     """Split Δ [seeds, problems] into d = common_s + systematic_j + noise_sj: the common shift
     (mean over problems, per seed), the problem-specific part shared by the RL seeds (seed mean
     of d − common) and the rest (RL-seed noise). Returns the parts and their variances
-    (population variances over all entries; they add up to the variance of d)."""
+    (population variances over all entries; they add up to the variance of d).
+
+    The seed mean still carries noise: with S seeds and per-entry noise variance σ²,
+    E var_systematic = var(a) + σ²/S and E var_noise = σ²(S − 1)/S, so
+    var_systematic_debiased = var_systematic − var_noise/(S − 1) estimates var(a) itself."""
     d = np.asarray(d, np.float64)
     common = d.mean(-1, keepdims=True)
     systematic = (d - common).mean(0)
     noise = d - common - systematic
     return {"common": common[:, 0], "systematic": systematic,
             "var_common": float(np.var(np.broadcast_to(common, d.shape))),
-            "var_systematic": float(np.var(systematic)), "var_noise": float(np.var(noise))}
+            "var_systematic": float(np.var(systematic)), "var_noise": float(np.var(noise)),
+            "var_systematic_debiased": float(np.var(systematic) - np.var(noise) / (len(d) - 1))}

@@ -204,7 +204,8 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
                     s["rho"], "problems outside the excluded class; mean d log pi of the top "
                     f"quarter {np.mean(s['top']):+.3f}, bottom {np.mean(s['bottom']):+.3f}; "
                     f"variance of d log pi: common shift {s['var_common']:.3f}, shared by the "
-                    f"RL seeds {s['var_systematic']:.3f}, RL-seed noise {s['var_noise']:.3f}; "
+                    f"RL seeds {s['var_systematic']:.3f} (noise-debiased "
+                    f"{s['var_systematic_debiased']:.3f}), RL-seed noise {s['var_noise']:.3f}; "
                     f"Spearman of the seed-mean d log pi {s['rho_seed_mean']:+.2f}; tabular "
                     f"GRPO first step predicts {s['rho_tabular']:+.2f}"),
     ]

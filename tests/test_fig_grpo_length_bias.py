@@ -23,7 +23,9 @@ LENGTH_CLAIMS = ("GRPO: incorrect length change (CI low end)",
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    cfg = dataclasses.replace(M.quick_config(), seed=5_550_000)  # not a pilot seed
+    # 5_550_000 chose the quick setting (docs/theory_rl_dynamics.md §1); this seed was not
+    # looked at before this test was written.
+    cfg = dataclasses.replace(M.quick_config(), seed=8_880_000)
     run_dir = runner.execute(M, cfg, tmp_path_factory.mktemp("runs"))
     return cfg, run_dir, runs.load_metrics(run_dir)
 
@@ -147,9 +149,36 @@ def test_swapped_methods_are_rejected(quick):
     assert not judged["Dr.GRPO: correct length change"].holds  # GRPO's −0.5 is not "no drift"
 
 
+def test_adam_drifts_on_a_skewed_zero_mean_score_and_sgd_does_not():
+    """docs/theory_rl_dynamics.md §1, "Adam's price": the continue logit of a wrong draft sees
+    the loss gradient +(1 − σ) with probability σ and −σ otherwise (mean zero). SGD does not
+    move it on average; Adam, close to sign descent, follows the frequent sign: it falls."""
+    import optax
+
+    sigma, lr, steps, runs_ = 6 / 7, 0.015, 200, 4000
+    draws = jax.random.uniform(jax.random.key(0), (runs_, steps)) < sigma
+    grads = jnp.where(draws, 1 - sigma, -sigma)
+
+    def final(opt):
+        def run(g):
+            def step(carry, g_t):
+                x, state = carry
+                upd, state = opt.update(g_t, state, x)
+                return (x + upd, state), None
+            x0 = jnp.zeros(())
+            return jax.lax.scan(step, (x0, opt.init(x0)), g)[0][0]
+        return np.asarray(jax.vmap(run)(grads))
+
+    adam, sgd = final(optax.adam(lr)), final(optax.sgd(lr))
+    se = lambda x: x.std() / np.sqrt(x.size)
+    assert adam.mean() < -5 * se(adam)  # measured -0.11 in the docs (20000 runs)
+    assert abs(sgd.mean()) < 4 * se(sgd)
+
+
 def test_config_is_validated():
     for bad in (dict(n_seeds=1), dict(window=150, steps=200), dict(lr=0.0), dict(n_answers=1),
-                dict(group_size=1), dict(max_fill=0), dict(steps=2.5)):
+                dict(group_size=1), dict(max_fill=0), dict(steps=2.5), dict(lr=float('nan')),
+                dict(boost=float('inf'))):
         with pytest.raises(ValueError):
             M.Config(**bad)
 

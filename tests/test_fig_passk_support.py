@@ -98,6 +98,7 @@ def test_decompose_change_by_hand():
     assert parts["var_common"] == pytest.approx(1.0)
     assert parts["var_systematic"] == pytest.approx(1.0)
     assert parts["var_noise"] == pytest.approx(0.25)
+    assert parts["var_systematic_debiased"] == pytest.approx(0.75)  # 1 - 0.25/(S - 1), S = 2
     assert sum(parts[k] for k in ("var_common", "var_systematic", "var_noise")) == \
         pytest.approx(np.var(d))
 

@@ -168,6 +168,9 @@ def stop_chain_length_score(fill_logits, n_fixed: int, method: str = "grpo", *,
     Hand value: F = 1, s_0 = 0, n = 4: (1/2)(1/2)(1/5) − (1/2)(1/2)(1/4) = −1/80 (GRPO).
     """
     _check(method)
+    if not isinstance(n_fixed, int) or n_fixed < 1:
+        raise ValueError(f"n_fixed must be an integer >= 1 (tokens besides the fillers), "
+                         f"got {n_fixed!r}")
     s = np.asarray(fill_logits, dtype=np.float64)
     f = s.shape[-1]
     sig = 1.0 / (1.0 + np.exp(-s))
