@@ -185,15 +185,18 @@ def _simulate(keys, eps, cfg: Config, epochs: int, minibatches: int):
 
 
 # -------------------------------------------------------------- first order against drift
-def step_decomposition(z, mode, eps, cfg: Config, key, replicates: int = 128) -> dict:
+def step_decomposition(z, mode, eps, cfg: Config, key, replicates: int = 128,
+                       on_policy: bool = False) -> dict:
     """The expected one-step change of f ∈ {π(mode), H} at logits z [contexts, answers],
     split as in docs/theory_rl_dynamics.md §3 into the first-order part ∇f·E[Δz] (the mean
     update, which carries the clip bias) and the rest E[Δf] − ∇f·E[Δz] = ½ E[Δzᵀ∇²f Δz]
     + O(Δz³) = ½ tr(∇²f Cov Δz) + ½ E[Δz]ᵀ∇²f E[Δz] + O(Δz³) (the neutral drift, plus the
     curvature along the mean update), by Monte Carlo over ``replicates`` rollouts of the
-    same step. Means over contexts."""
+    same step. Means over contexts. ``on_policy``: the step of the on-policy run (1 epoch,
+    1 minibatch; E[Δz] = 0, so everything is drift)."""
     keys = jax.random.split(key, replicates)
-    z_new = jax.vmap(lambda k: _rl_step(z, k, eps, cfg, cfg.epochs, cfg.minibatches)[0])(keys)
+    epochs, minibatches = (1, 1) if on_policy else (cfg.epochs, cfg.minibatches)
+    z_new = jax.vmap(lambda k: _rl_step(z, k, eps, cfg, epochs, minibatches)[0])(keys)
     mean_dz = (z_new - z).mean(axis=0)
     out = {}
     for name, f in (("p_mode", lambda x: _p_mode(x, mode)), ("entropy", E.entropy)):
@@ -204,11 +207,12 @@ def step_decomposition(z, mode, eps, cfg: Config, key, replicates: int = 128) ->
 
 
 def decomposition_along_trajectory(config: Config, eps=None, every: int = 5,
-                                   replicates: int = 128) -> dict:
+                                   replicates: int = 128, on_policy: bool = False) -> dict:
     """Sums over one trajectory (the first seed of ``config.seed``; default eps: symmetric)
     of ``step_decomposition`` taken every ``every`` steps (times ``every``), with the
     trajectory's own realised changes of π(base mode) and H. Each evaluation stands for the
-    ``every`` steps after it (fewer at the end when ``every`` does not divide ``steps``)."""
+    ``every`` steps after it (fewer at the end when ``every`` does not divide ``steps``).
+    ``on_policy``: along the on-policy run's trajectory instead."""
     eps = (config.eps_sym, config.eps_sym) if eps is None else eps
     cfg = dataclasses.replace(config, seed=0)
     k0, k_run = jax.random.split(jax.random.split(jax.random.key(config.seed),
@@ -216,8 +220,10 @@ def decomposition_along_trajectory(config: Config, eps=None, every: int = 5,
     k_mc = jax.random.fold_in(k_run, config.steps)  # Monte Carlo keys, apart from the run's
     z = cfg.logit_scale * jax.random.normal(k0, (cfg.n_states, cfg.n_actions))
     mode, z0 = jnp.argmax(z, axis=-1), z
-    step = jax.jit(lambda x, k: _rl_step(x, k, eps, cfg, cfg.epochs, cfg.minibatches)[0])
-    decompose = jax.jit(lambda x, k: step_decomposition(x, mode, eps, cfg, k, replicates))
+    epochs, minibatches = (1, 1) if on_policy else (cfg.epochs, cfg.minibatches)
+    step = jax.jit(lambda x, k: _rl_step(x, k, eps, cfg, epochs, minibatches)[0])
+    decompose = jax.jit(lambda x, k: step_decomposition(x, mode, eps, cfg, k, replicates,
+                                                        on_policy))
     sums = {}
     for i in range(config.steps):
         if i % every == 0:
