@@ -16,6 +16,8 @@ diversity measures of the RL phase. Definitions and thresholds: docs/figure_alpi
   KL(U_C ‖ π) = −log|C| − (1/|C|) Σ_{k∈C} log π(k), C = {k : A(u, k) = 1, R(t, k) = 1}.
 * ``path_entropy``: plug-in entropy of the distinct valid paths among n samples (our
   choice of the experimental diversity measure; E5's exact metric is not confirmed).
+* ``rule_loss``: the NTP training loss (on D) of the data's own generating rule (uniform over
+  the valid next nodes), the reference our NTP step count is judged against (our quantity).
 """
 
 from __future__ import annotations
@@ -174,6 +176,24 @@ def kl_to_uniform(logits, states, allowed):
     j + 1), states bool[P, W], allowed bool[P, W, V]."""
     kl = kl_state(logits, allowed)
     return jnp.where(states, kl, 0.0).sum() / jnp.maximum(states.sum(), 1)
+
+
+# ------------------------------------------------------------------------ NTP reference
+def rule_loss(adjacency, reachability, paths) -> float:
+    """Mean per-token cross-entropy on the training paths D of the rule that generated
+    them: after prompt (s, t) the completion s u_2 ... u_L = t <eos> is predicted with s and
+    <eos> certain and each u_{j+1} uniform over C(u_j, t) = {k : A(u_j, k) = 1, R(t, k) = 1}:
+
+        loss = Σ_paths Σ_{j<L} log|C(u_j, t)|  /  Σ_paths (L + 1)
+
+    (L + 1 target tokens per path, as in ``toymodels.train.ntp_loss``). A model below it
+    has memorised frequencies of D; near it, it has learned the rule on the train states."""
+    n_valid = np.asarray(adjacency, np.int64) @ np.asarray(reachability, np.int64).T  # [u, t]
+    total, tokens = 0.0, 0
+    for path in paths:
+        total += float(np.log(n_valid[path[:-1], path[-1]]).sum())
+        tokens += len(path) + 1
+    return total / tokens
 
 
 # ---------------------------------------------------------------------------- saturation

@@ -1,7 +1,8 @@
 """The alpine-path-finding figure's panels (experiments/alpine_path_finding.py has the
 definitions): W^M′ and W^V′ heatmaps beside A and R, the W^V set means of the transformer and
 of Theorem 3's simplified model, accuracy by degree before and after RL, RL accuracy and
-diversity against step with the saturation step dotted, and the logit decomposition."""
+diversity against step with the saturation step dotted, the logit decomposition, and the
+NTP train loss against step beside the loss of the data's generating rule."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from experiments import harness
 
 def plot(result: dict, config, run_dir: Path, *, sat_tol: float) -> None:
     """Write figure.png and figure.svg of an alpine-path-finding result."""
-    fig, axes = harness.new_figure(11, ncols=5, size=3.3)
+    fig, axes = harness.new_figure(12, ncols=5, size=3.3)
     panels = ((result["wm_seed0"], "W^M' (current -> next), seed 0"),
               (result["adjacency"], "adjacency A"),
               (result["wv_seed0"], "W^V' (target -> next), seed 0"),
@@ -70,4 +71,14 @@ def plot(result: dict, config, run_dir: Path, *, sat_tol: float) -> None:
     for ax in axes[6:10]:
         ax.axvline(steps[sat], color="k", ls=":", lw=0.8)
     axes[6].set_title("dotted: accuracy saturation (test)", fontsize=8)
+    ax = axes[11]
+    loss = np.asarray(result["ntp_loss"], np.float64)  # [steps, seeds]
+    width = max(1, len(loss) // 50)  # a running mean: one batch's loss is noisy
+    smooth = np.convolve(loss.mean(1), np.ones(width) / width, mode="valid")
+    ax.plot(np.arange(width, len(loss) + 1), smooth, label="train loss, seed mean")
+    ax.axhline(float(result["ntp_rule_loss"]), color="k", ls=":", lw=0.8,
+               label="generating rule (uniform valid next)")
+    ax.set(xlabel="NTP step", ylabel="loss per target token", yscale="log")
+    ax.set_title("NTP training", fontsize=8)
+    ax.legend(fontsize=6)
     harness.save_figure(fig, run_dir)
