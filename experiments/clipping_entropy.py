@@ -160,10 +160,20 @@ def _p_mode(z, mode):
     return jnp.take_along_axis(jax.nn.softmax(z), mode[:, None], axis=-1)[:, 0]
 
 
+def _base(key, cfg: Config):
+    """One seed's base logits z ~ N(0, logit_scale²) [contexts, answers] and its run key."""
+    k0, k_run = jax.random.split(key)
+    return cfg.logit_scale * jax.random.normal(k0, (cfg.n_states, cfg.n_actions)), k_run
+
+
+def _schedule(cfg: Config, on_policy: bool) -> tuple[int, int]:
+    """(epochs, minibatches) of one RL step: the on-policy run's (1, 1) or the config's."""
+    return (1, 1) if on_policy else (cfg.epochs, cfg.minibatches)
+
+
 def _trajectory(key, eps, cfg: Config, epochs: int, minibatches: int):
     """One seed, one (ε_low, ε_high): per-step mean entropy, mode probability, clip count."""
-    k0, k_run = jax.random.split(key)
-    z0 = cfg.logit_scale * jax.random.normal(k0, (cfg.n_states, cfg.n_actions))
+    z0, k_run = _base(key, cfg)
     mode = jnp.argmax(z0, axis=-1)
 
     def step(z, i):
@@ -195,7 +205,7 @@ def step_decomposition(z, mode, eps, cfg: Config, key, replicates: int = 128,
     same step. Means over contexts. ``on_policy``: the step of the on-policy run (1 epoch,
     1 minibatch; E[Δz] = 0, so everything is drift)."""
     keys = jax.random.split(key, replicates)
-    epochs, minibatches = (1, 1) if on_policy else (cfg.epochs, cfg.minibatches)
+    epochs, minibatches = _schedule(cfg, on_policy)
     z_new = jax.vmap(lambda k: _rl_step(z, k, eps, cfg, epochs, minibatches)[0])(keys)
     mean_dz = (z_new - z).mean(axis=0)
     out = {}
@@ -215,12 +225,10 @@ def decomposition_along_trajectory(config: Config, eps=None, every: int = 5,
     ``on_policy``: along the on-policy run's trajectory instead."""
     eps = (config.eps_sym, config.eps_sym) if eps is None else eps
     cfg = dataclasses.replace(config, seed=0)
-    k0, k_run = jax.random.split(jax.random.split(jax.random.key(config.seed),
-                                                  config.n_seeds)[0])
+    z, k_run = _base(jax.random.split(jax.random.key(config.seed), config.n_seeds)[0], cfg)
     k_mc = jax.random.fold_in(k_run, config.steps)  # Monte Carlo keys, apart from the run's
-    z = cfg.logit_scale * jax.random.normal(k0, (cfg.n_states, cfg.n_actions))
     mode, z0 = jnp.argmax(z, axis=-1), z
-    epochs, minibatches = (1, 1) if on_policy else (cfg.epochs, cfg.minibatches)
+    epochs, minibatches = _schedule(cfg, on_policy)
     step = jax.jit(lambda x, k: _rl_step(x, k, eps, cfg, epochs, minibatches)[0])
     decompose = jax.jit(lambda x, k: step_decomposition(x, mode, eps, cfg, k, replicates,
                                                         on_policy))

@@ -48,7 +48,7 @@ The winner-take-all claim's note also carries diagnostics, not claims: the split
 Δ log π(gold) into a common shift, a part the RL seeds share and RL-seed noise
 (``passk_data.decompose_change``), Spearman's ρ of the seed-mean change, and the ρ that a
 per-problem (tabular) GRPO's first step predicts (``passk_data.grpo_tabular_gain``, ≤ 0 on our
-bases: log p ≤ 0 is a ceiling, so the likely problems gain least).
+bases, whose p mostly lie above the gain's peak at p ≈ 0.29, where log p ≤ 0 is a ceiling).
 
 Measured (docs/theory_rl_dynamics.md §4): in full mode the first four hold at seeds 0, 1000,
 2000 and 6660000; at 4440000 (checked later) pass@1 falls, the other three hold. Winner-take-all
