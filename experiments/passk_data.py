@@ -6,7 +6,9 @@
   sees the excluded answer as a target, so its probability on that class is what the
   softmax leaves there (small, measured, never exactly zero).
 * ``train_rl``: GRPO (``toymodels.rl``) on the task's own distribution, which contains the
-  excluded class: RL is free to discover it, if it ever samples it.
+  excluded class: RL is free to discover it, if it ever samples it. ``grpo_seeds`` runs the
+  library's RL step over vmapped seeds (as ``make_train`` does, bit for bit, at half the
+  compile time); the competing-strategies toy (``passk_strategies``) uses it too.
 * ``all_problems`` / ``gold_loglik``: every problem of the task (m^T of them) and the exact
   log π(gold answer, <eos> | prompt) by teacher forcing. With N = 1 and completions of
   ``max_target_len`` = 2 tokens the reward is 1 iff the completion is exactly (answer, <eos>),
@@ -68,7 +70,11 @@ def exclude_answer(batch, task, excluded: int):
 
 def train_base(config, task):
     """One base model (key ``config.seed``): Adam on the filtered data until the running mean
-    of the batch accuracy reaches ``config.base_accuracy`` (at most ``ntp_steps`` steps).
+    of the batch accuracy reaches ``config.base_accuracy``. The learning rate warms up for 10
+    steps and decays (cosine) to 0.1·``ntp_lr`` at ``ntp_steps``, then stays there.
+    ``ntp_max_steps`` only guards against a base that never gets there: reaching it is an
+    error, not a silent stop, since such a base is not the mid-transition base the figure
+    assumes (docs/theory_rl_dynamics.md §4, seed 4440000).
 
     Why stop on accuracy: modular addition is learnt in a sudden, seed-dependent transition
     (pilot: at a fixed 450 steps the base pass@1 was 0.10, 0.63 or 0.80 by seed), and the
@@ -98,26 +104,54 @@ def train_base(config, task):
         return optax.apply_updates(params, updates), state, i + 1, acc
 
     def going(carry):
-        return (carry[2] < ntp.steps) & (carry[3] < config.base_accuracy)
+        return (carry[2] < config.ntp_max_steps) & (carry[3] < config.base_accuracy)
 
     loop = jax.jit(lambda p: jax.lax.while_loop(going, step, (p, opt.init(p), 0, 0.0)))
-    params, _, steps, _ = loop(params)
+    params, _, steps, acc = loop(params)
+    if float(acc) < config.base_accuracy:
+        raise RuntimeError(f"the base's running accuracy is {float(acc):.3f} after "
+                           f"ntp_max_steps = {config.ntp_max_steps} next-token steps, short of "
+                           f"base_accuracy = {config.base_accuracy}: not the mid-transition base "
+                           "this figure needs (raise ntp_max_steps or change the seed)")
     return graphdef, params, int(steps)
 
 
 def train_rl(config, graphdef, base):
     """GRPO from the base for the seeds ``seed .. seed + n_seeds - 1`` (vmapped)."""
     from toymodels.rl.config import RLConfig
-    from toymodels.rl.train import make_train
 
-    rl = make_train(RLConfig(task=TASK, task_config=task_config(config), advantage="grpo",
-                             group_size=config.group_size,
-                             prompts_per_step=config.prompts_per_step, lr=config.rl_lr,
-                             steps=config.rl_steps, chunk_size=config.rl_steps,
-                             seed=config.seed, n_seeds=config.n_seeds),
-                    init=(graphdef, base))
-    params, metrics = rl()
-    return params, np.asarray(metrics["reward_mean"]).T  # [seeds, steps]
+    task = make_task(config)
+    rc = RLConfig(task=TASK, task_config=task_config(config), advantage="grpo",
+                  group_size=config.group_size, prompts_per_step=config.prompts_per_step,
+                  lr=config.rl_lr, steps=config.rl_steps, chunk_size=config.rl_steps,
+                  seed=config.seed, n_seeds=config.n_seeds)
+    return grpo_seeds(graphdef, base, task, rc)
+
+
+def grpo_seeds(graphdef, base, task, rl_config, compiler_options=None):
+    """The RL seeds ``seed .. seed + n_seeds - 1`` of ``rl_config`` from ``base``: the library's
+    step (``toymodels.rl.step.make_step``, the one ``toymodels.rl.train.make_train`` scans),
+    vmapped over seeds and scanned over steps like make_train's, in one compiled program that
+    returns only the mean reward. XLA then drops the step's other metrics: half
+    make_train's compile time here, and the same numbers bit for bit (checked: final
+    params of the quick and full configs at seed 0). ``task`` need not be registered.
+    Returns params [seeds, ...] and the reward [seeds, steps]."""
+    from toymodels.rl.step import make_optimizer, make_step
+    from toymodels.train import seed_keys
+
+    rc = rl_config.resolved(task)
+    rl_step, opt = make_step(graphdef, task, rc), make_optimizer(rc)
+    states = jax.vmap(lambda k: {"params": base, "opt": opt.init(base), "key": k})(
+        seed_keys(rc.seed, rc.n_seeds))
+
+    def body(states, i):
+        states, metrics = jax.vmap(rl_step, in_axes=(0, None, None))(states, base, i)
+        return states, metrics["reward_mean"]
+
+    lowered = jax.jit(lambda st: jax.lax.scan(body, st, jnp.arange(rc.steps))).lower(states)
+    compiled = lowered.compile(compiler_options) if compiler_options else lowered.compile()
+    states, reward = compiled(states)
+    return states["params"], np.asarray(reward).T  # [seeds, steps]
 
 
 def all_problems(task):

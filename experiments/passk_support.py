@@ -44,6 +44,13 @@ judged on the seed aggregate, 95 % t-interval over the RL seeds):
   other initially low-likelihood ones"): Spearman's ρ over the problems outside the excluded
   class between log π_base(gold) and Δ log π(gold) = RL − base, CI above 0.
 
+* competing strategies (second toy, ``experiments/passk_strategies.py``; Nguyen et al.'s
+  mechanism where its precondition exists; derivation in docs §4 and
+  ``theory.support.shared_strategy_first_step``): with |S_A| > |S_B| the shared strategy
+  logit is pushed towards A, so the likely problems gain and the others lose. Claims:
+  Spearman's ρ over its problems between base log p and Δ log p, CI above 0; and "S_B-only
+  problems lose likelihood" (negative interference): their mean Δ log p, CI below 0.
+
 The winner-take-all claim's note also carries diagnostics, not claims: the split of
 Δ log π(gold) into a common shift, a part the RL seeds share and RL-seed noise
 (``passk_data.decompose_change``), Spearman's ρ of the seed-mean change, and the ρ that a
@@ -51,14 +58,24 @@ per-problem (tabular) GRPO's first step predicts (``passk_data.grpo_tabular_gain
 bases, whose p mostly lie above the gain's peak at p ≈ 0.29, where log p ≤ 0 is a ceiling).
 
 Measured (docs/theory_rl_dynamics.md §4): in full mode the first four hold at seeds 0, 1000,
-2000 and 6660000; at 4440000 (checked later) pass@1 falls, the other three hold. Winner-take-all
-holds at none of the five: ρ = 0.00, −0.05, +0.22 (CI reaching below 0), +0.02, −0.02. Per RL
-seed the problem-specific change is mostly RL-seed noise; the shared part has no stable sign;
-where RL learns the shared algorithm (seed 1000, 400 steps) ρ is −0.68, as the theory predicts.
+2000 and 6660000; at 4440000 pass@1 falls, also after the cap fix below; at the never-used
+seeds 424242 and 90210 (run last) all four hold except the crossing at 424242 (CI low end
+−0.001). The modular_sum winner-take-all holds only at 90210 (ρ +0.12, CI [0.06, 0.18]) of these
+seven: ρ = 0.00, −0.05, +0.22 (CI reaching below 0), +0.02, −0.04, +0.04 at 0, 1000, 2000,
+6660000, 4440000, 424242. Per RL seed the problem-specific change is mostly RL-seed noise; the
+shared part has no stable sign; where RL learns the shared algorithm (seed 1000, 400 steps)
+ρ is −0.68, as the theory predicts. The competing-strategies claims hold at all seven: ρ
++0.32, +0.28, +0.31, +0.27, +0.30, +0.21, +0.23 (every CI above 0.19); S_B mean Δ log p −4.4,
+−4.2, −4.7, −3.6, −5.3, −4.7, −5.3 (every CI below −3.1); π(<A>) 0.69-0.72 → 0.995-0.997.
+Swapping the class sizes (diagnostic, seeds 0 and 1000) flips the winner to B: ρ −0.87, −0.80.
+Base cap: NTP runs until ``base_accuracy``; ``ntp_steps`` is the lr schedule's horizon, and
+``ntp_max_steps`` a guard whose hit is an error (it used to be a silent stop at 2000, where
+4440000 stopped short; it now gets there at step 6581).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 from pathlib import Path
 
@@ -67,14 +84,21 @@ import numpy as np
 from experiments import claims as C
 from experiments import harness
 from experiments import passk_data as D
+from experiments import passk_strategies as S
 from theory import passk, support
 
 NAME = "passk-support"
 PAPER = "Yue et al. 2025, arXiv 2504.13837; Nguyen et al. 2025, arXiv 2510.02230"
 DESCRIPTION = ("Base (NTP) vs GRPO exact pass@k for k = 1..n on modular sums: RL wins at k = 1, "
-               "the base at large k; RL solves only what it samples; winner-take-all")
+               "the base at large k; RL solves only what it samples; winner-take-all, on the "
+               "sums and on a toy with two competing strategies")
 SUPPORT_GAP = 0.5
-PREDICTIONS = ("sign_k1", "sign_kmax", "sign_wta", "reach_scale")
+# The predictions, as run() records them (tests flip them): signs of the sign claims and the
+# scale of the reach term. Competing strategies: the likely problems gain (Spearman > 0) and
+# the S_B-only problems lose (mean Δ log p < 0).
+PREDICTED = {"sign_k1": 1.0, "sign_kmax": 1.0, "sign_wta": 1.0, "reach_scale": 1.0,
+             "sign_wta_strategies": 1.0, "sign_interference": -1.0}
+PREDICTIONS = tuple(PREDICTED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +110,12 @@ class Config:
     excluded_answer: int = 0  # never a target in the base's data
     d_model: int = 32
     base_accuracy: float = 0.5  # NTP stops when its running batch accuracy reaches this
-    ntp_steps: int = 2000  # at most
+    ntp_steps: int = 2000  # the lr schedule's horizon (cosine decay to 0.1 lr, then flat)
+    # A guard, not a stop: the base trains until base_accuracy; reaching this is an error.
+    # (The cap was ntp_steps = 2000, where seed 4440000 stopped silently short of
+    # base_accuracy; past it, at the schedule's floor lr, it gets there at step 6581. 10000
+    # was chosen after seeing that. Seeds that stop earlier are unchanged. docs §4.)
+    ntp_max_steps: int = 10_000
     ntp_lr: float = 3e-3
     rl_steps: int = 100
     # Pilot (seed 0): lr 1e-3 with 16 prompts: pass@1 +0.008, no narrowing; 3e-3: pass@1
@@ -95,9 +124,12 @@ class Config:
     group_size: int = 8
     prompts_per_step: int = 32
     n_samples: int = 256  # the n of pass@n and of "base-unsolved"
+    # the second toy, with competing strategies (experiments/passk_strategies.py)
+    strategies: S.StrategiesConfig = dataclasses.field(default_factory=S.StrategiesConfig)
 
     def __post_init__(self):
-        for f in ("n_seeds", "n_terms", "modulus", "d_model", "ntp_steps", "rl_steps",
+        for f in ("n_seeds", "n_terms", "modulus", "d_model", "ntp_steps", "ntp_max_steps",
+                  "rl_steps",
                   "group_size", "prompts_per_step", "n_samples"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
                 raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)!r}")
@@ -108,15 +140,21 @@ class Config:
         if not 0 <= self.excluded_answer < self.modulus:
             raise ValueError(f"excluded_answer must lie in [0, modulus), got "
                              f"{self.excluded_answer}")
+        if self.ntp_max_steps < self.ntp_steps:
+            raise ValueError(f"ntp_max_steps must be >= ntp_steps = {self.ntp_steps}, got "
+                             f"{self.ntp_max_steps}")
         if not 0 < self.base_accuracy < 1:
             raise ValueError(f"base_accuracy must lie in (0, 1), got {self.base_accuracy}")
         if self.ntp_lr <= 0 or self.rl_lr <= 0:
             raise ValueError("learning rates must be > 0")
+        if not isinstance(self.strategies, S.StrategiesConfig):
+            raise ValueError("strategies must be a StrategiesConfig")
 
 
 def quick_config() -> Config:
-    """The same base; a third of the RL (30 steps of 16 prompts): smaller effects."""
-    return Config(rl_steps=30, prompts_per_step=16)
+    """The same base; a third of the RL (30 steps of 16 prompts): smaller effects. The
+    strategies toy: a shorter base and a quarter of its RL (``passk_strategies.quick_config``)."""
+    return Config(rl_steps=30, prompts_per_step=16, strategies=S.quick_config())
 
 
 def ks_of(n: int) -> np.ndarray:
@@ -126,6 +164,15 @@ def ks_of(n: int) -> np.ndarray:
 
 
 def run(config: Config, run_dir: Path) -> dict:
+    # The strategies toy shares nothing with the modular_sum panel but the process: run it in
+    # a second thread, so that its compiles overlap this panel's work on a second core.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        strategies = pool.submit(S.run, config)
+        return {**_run_modular_sum(config), **strategies.result(),
+                **{k: np.array(v) for k, v in PREDICTED.items()}}
+
+
+def _run_modular_sum(config: Config) -> dict:
     task = D.make_task(config)
     graphdef, base, ntp_steps = D.train_base(config, task)
     rl_params, rl_reward = D.train_rl(config, graphdef, base)
@@ -140,9 +187,7 @@ def run(config: Config, run_dir: Path) -> dict:
             "passk_rl": np.stack([passk.pass_at_k_exact(p, ks) for p in p_rl]),
             "reach": support.rl_reach(p_base, config.group_size,
                                 config.rl_steps * config.prompts_per_step, problems.n),
-            "rl_reward": rl_reward, "ntp_steps_taken": np.array(ntp_steps),
-            "sign_k1": np.array(1.0), "sign_kmax": np.array(1.0), "sign_wta": np.array(1.0),
-            "reach_scale": np.array(1.0)}
+            "rl_reward": rl_reward, "ntp_steps_taken": np.array(ntp_steps)}
 
 
 # --------------------------------------------------------------------------------- claims
@@ -208,12 +253,37 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
                     f"{s['var_systematic_debiased']:.3f}), RL-seed noise {s['var_noise']:.3f}; "
                     f"Spearman of the seed-mean d log pi {s['rho_seed_mean']:+.2f}; tabular "
                     f"GRPO first step predicts {s['rho_tabular']:+.2f}"),
+        *strategies_claims(result, config),
+    ]
+
+
+def strategies_claims(result: dict, config: Config) -> list[C.Claim]:
+    """The competing-strategies toy (experiments/passk_strategies.py): Nguyen et al.'s
+    mechanism where its precondition, two strategies competing for the problems, exists."""
+    st, sc = S.stats(result, config), config.strategies
+    setup = (f"competing-strategies toy, {sc.n_problems} problems, |S_A| {sc.n_a}, |S_B| "
+             f"{sc.n_problems - sc.n_a}, base data A w.p. {sc.w_a:g}; base p S_A "
+             f"{st['p_base_a']:.3f}, S_B {st['p_base_b']:.3f}; after RL {st['p_rl_a']:.3f}, "
+             f"{st['p_rl_b']:.3f}; pi(<A>) {st['pick_a_base']:.3f} -> {st['pick_a_rl']:.3f}")
+    first, r = st["first_step"], float(result["strat_kernel_ratio"])
+    theory = (f"first GRPO step, shared-strategy theory with the base's kernel ratio r = "
+              f"{r:.2g}: d log p S_A {first[0]:+.1f}, S_B {first[1]:+.1f} (units eta k_s)"
+              if np.isfinite(r) else "kernel ratio not computed (quick)")
+    return [
+        _sign_claim("strategies: winner-take-all Spearman(base log p, d log p)",
+                    result["sign_wta_strategies"], st["rho"],
+                    f"{setup}; mean d log p S_A {np.mean(st['d_a']):+.3f}, S_B "
+                    f"{np.mean(st['d_b']):+.3f}"),
+        _sign_claim("strategies: S_B-only problems lose (mean d log p)",
+                    result["sign_interference"], st["d_b"],
+                    f"negative interference; {theory}; base execution >= "
+                    f"{float(result['strat_execution']):.3f}"),
     ]
 
 
 # ----------------------------------------------------------------------------------- plot
 def plot(result: dict, config: Config, run_dir: Path) -> None:
-    fig, axes = harness.new_figure(3)
+    fig, axes = harness.new_figure(4)
     ks, s = result["ks"], stats(result, config)
     ax = axes[0]
     ax.plot(ks, result["passk_base"], "k-o", ms=3, label="base (NTP)")
@@ -246,5 +316,24 @@ def plot(result: dict, config: Config, run_dir: Path) -> None:
                 fmt=".", ms=4, lw=0.6, color="tab:blue")
     ax.axhline(0, color="0.6", lw=0.6)
     ax.set(xlabel="base log π(gold)", ylabel="RL − base log π(gold), seed mean, 95 % CI")
-    ax.set_title(f"winner-take-all: Spearman ρ = {np.mean(s['rho']):.2f}", fontsize=9)
+    ax.set_title(f"modular_sum winner-take-all: Spearman ρ = {np.mean(s['rho']):.2f}",
+                 fontsize=9)
+    _plot_strategies(axes[3], result, config)
     harness.save_figure(fig, run_dir)
+
+
+def _plot_strategies(ax, result: dict, config: Config) -> None:
+    """Competing strategies: base log p against its RL change, coloured by class."""
+    in_a = result["strat_in_a"].astype(bool)
+    d = harness.seed_aggregate(result["strat_ll_rl"] - result["strat_ll_base"][None])
+    for mask, color, label in ((in_a, "tab:green", "S_A (the base's preferred strategy)"),
+                               (~in_a, "tab:purple", "S_B (the other strategy)")):
+        ax.errorbar(result["strat_ll_base"][mask], d.mean[mask],
+                    yerr=[d.mean[mask] - d.lo[mask], d.hi[mask] - d.mean[mask]],
+                    fmt=".", ms=4, lw=0.6, color=color, label=label)
+    ax.axhline(0, color="0.6", lw=0.6)
+    rho = np.mean(S.stats(result, config)["rho"])
+    ax.set(xlabel="base log p (competing-strategies toy)",
+           ylabel="RL − base log p, seed mean, 95 % CI")
+    ax.set_title(f"two strategies: Spearman ρ = {rho:.2f}", fontsize=9)
+    ax.legend(fontsize=6)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import experiments
-from experiments import harness
+from experiments import claims, harness
 from experiments import passk_data as D
+from experiments import passk_strategies as S
 from experiments import passk_support as M
 from theory import passk, support
 
@@ -38,7 +39,19 @@ def _synthetic(seed=0, seeds=5, rl_learns_sampled=True):
             "passk_rl": np.stack([passk.pass_at_k_exact(x, ks) for x in q]),
             "reach": support.rl_reach(p, cfg.group_size, draws, 100),
             "rl_reward": np.zeros((seeds, 3)), "ntp_steps_taken": np.array(100),
-            **{k: np.array(1.0) for k in M.PREDICTIONS}}
+            **_synthetic_strategies(rng, seeds), **{k: np.array(v) for k, v in M.PREDICTED.items()}}
+
+
+def _synthetic_strategies(rng, seeds=5, d_a=0.3, d_b=-2.0):
+    """The competing-strategies toy shaped like the prediction: 48 S_A problems at p ~ 0.7
+    gain d_a, 16 S_B problems at p ~ 0.3 change by d_b (noise 0.05 per seed and problem)."""
+    in_a = np.arange(64) < 48
+    ll_base = np.log(np.where(in_a, 0.7, 0.3) * rng.uniform(0.9, 1.0, 64))
+    ll_rl = ll_base + np.where(in_a, d_a, d_b) + rng.normal(0, 0.05, (seeds, 64))
+    return {"strat_ll_base": ll_base, "strat_ll_rl": ll_rl, "strat_in_a": in_a,
+            "strat_pick_a_base": np.full(64, 0.7), "strat_pick_a_rl": np.full((seeds, 64), 0.9),
+            "strat_rl_reward": np.zeros((seeds, 3)), "strat_kernel_ratio": np.array(0.01),
+            "strat_execution": np.array(0.95)}
 
 
 def test_registered_and_protocol():
@@ -128,11 +141,54 @@ def test_claims_on_likelihoods_shaped_like_the_prediction():
 
 def test_flipped_predictions_are_rejected():
     cfg = M.Config()
-    judged = M.claims(harness.corrupt(_synthetic(), ("sign_k1", "sign_kmax", "sign_wta"),
-                                      "flip"), cfg)
-    for c in judged:
-        if str(c.predicted).startswith("sign"):
-            assert not c.holds, c.name
+    signs = ("sign_k1", "sign_kmax", "sign_wta", "sign_wta_strategies", "sign_interference")
+    judged = M.claims(harness.corrupt(_synthetic(), signs, "flip"), cfg)
+    sign_claims = [c for c in judged if str(c.predicted).startswith("sign")]
+    assert len(sign_claims) == len(signs)
+    for c in sign_claims:
+        assert not c.holds, c.name
+
+
+STRATEGY_CLAIMS = ("strategies: winner-take-all Spearman(base log p, d log p)",
+                   "strategies: S_B-only problems lose (mean d log p)")
+
+
+@pytest.mark.parametrize("d_a, d_b, holds", [
+    (0.3, -2.0, (True, True)),  # the prediction: S_A gains, S_B loses
+    (0.3, 0.1, (True, False)),  # S_B gains less than S_A: ranks agree, no interference
+    (0.3, 0.6, (False, False)),  # the low class gains most (the tabular ceiling): rho < 0
+])
+def test_strategies_claims_follow_the_measured_classes(d_a, d_b, holds):
+    result = {**_synthetic(), **_synthetic_strategies(np.random.default_rng(1), 5, d_a, d_b)}
+    judged = {c.name: c.holds for c in M.claims(result, M.Config())}
+    assert tuple(judged[name] for name in STRATEGY_CLAIMS) == holds
+
+
+def test_strategies_task_by_hand():
+    cfg = dataclasses.replace(M.quick_config(), seed=3)
+    task = S.make_task(cfg)
+    sc, v = cfg.strategies, task.vocab
+    in_a = np.asarray(task.in_a)
+    assert in_a.sum() == sc.n_a == 48 and len(in_a) == sc.n_problems
+    gold = task.all_problems()
+    x = np.asarray(gold.meta["x"])
+    assert np.array_equal(np.asarray(gold.meta["answer"]), np.where(in_a, x, (x + 1) % 64))
+    assert np.all(np.asarray(task.reward(gold, gold.targets)) == 1.0)
+    # the true answer after the wrong strategy token is no solution
+    swapped = np.asarray(gold.targets).copy()
+    swapped[:, 0] = np.where(in_a, v.id("<B>"), v.id("<A>"))
+    assert np.all(np.asarray(task.reward(gold, swapped)) == 0.0)
+    # either demonstrator's own route solves exactly its own class
+    for s, cls in (("A", in_a), ("B", ~in_a)):
+        route = task.all_problems(s)
+        assert np.array_equal(np.asarray(task.reward(gold, route.targets)) == 1.0, cls)
+    # the base's data: demonstrator A on every prompt with probability w_a
+    demo = task.demonstrations(jax.random.key(0), 4096)
+    share_a = np.mean(np.asarray(demo.targets)[:, 0] == v.id("<A>"))
+    assert abs(share_a - sc.w_a) < 4 * np.sqrt(sc.w_a * (1 - sc.w_a) / 4096)
+    # a different seed hashes the classes differently
+    other = S.make_task(dataclasses.replace(cfg, seed=4))
+    assert not np.array_equal(np.asarray(other.in_a), in_a)
 
 
 def test_support_bound_fails_when_rl_solves_what_it_never_sampled():
@@ -157,9 +213,22 @@ def test_bound_without_learning_from_samples_is_rejected():
 
 def test_config_is_validated():
     for bad in (dict(n_seeds=1), dict(modulus=100), dict(rl_lr=0.0), dict(excluded_answer=10),
-                dict(base_accuracy=1.0)):
+                dict(base_accuracy=1.0), dict(strategies={"n_problems": 64}),
+                dict(ntp_max_steps=1999)):
         with pytest.raises(ValueError):
             M.Config(**bad)
+    for bad in (dict(n_problems=2), dict(frac_a=0.0), dict(frac_a=1.0), dict(w_a=1.0),
+                dict(w_a=0.0), dict(rl_steps=0), dict(ntp_lr=0.0), dict(kernel_diagnostic=1)):
+        with pytest.raises(ValueError):
+            S.StrategiesConfig(**bad)
+
+
+def test_a_base_that_never_reaches_base_accuracy_is_an_error():
+    # the cap guards against a plateau base; it does not silently stop short of the target
+    cfg = dataclasses.replace(M.quick_config(), ntp_steps=20, ntp_max_steps=20,
+                              base_accuracy=0.99)
+    with pytest.raises(RuntimeError, match="ntp_max_steps"):
+        D.train_base(cfg, D.make_task(cfg))
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +252,14 @@ def test_quick_run_writes_files(quick):
     excluded = result["answer"] == cfg.excluded_answer
     assert 0.2 < p[~excluded].mean() < 0.9
     assert np.all(result["ll_base"][excluded] < np.log(1 / cfg.n_samples))
+    # the competing-strategies toy ran too, and its two claims were judged
+    n = cfg.strategies.n_problems
+    assert result["strat_ll_base"].shape == (n,)
+    assert result["strat_ll_rl"].shape == (cfg.n_seeds, n)
+    assert np.all(result["strat_ll_base"] < 0) and np.all(np.isfinite(result["strat_ll_rl"]))
+    names = [c["name"] for c in claims.read_claims(run_dir / "claims.json")]
+    assert all(name in names for name in STRATEGY_CLAIMS)
+    assert "winner-take-all: Spearman(base log pi, d log pi)" in names  # the modular_sum one
 
 
 @pytest.mark.slow
@@ -194,13 +271,32 @@ def test_same_seed_same_numbers(quick, tmp_path):
 
 
 @pytest.mark.slow
+def test_grpo_seeds_is_make_train_bit_for_bit():
+    # passk_data.grpo_seeds scans the library's RL step as make_train does: same params
+    from toymodels import model
+    from toymodels.rl.config import RLConfig
+    from toymodels.rl.train import make_train
+
+    cfg = M.quick_config()
+    task = D.make_task(cfg)
+    graphdef, params = model.init(D.model_config(cfg, task), jax.random.key(0))
+    rc = RLConfig(task=D.TASK, task_config=D.task_config(cfg), group_size=4,
+                  prompts_per_step=4, lr=1e-3, steps=3, chunk_size=3, seed=7, n_seeds=2)
+    mine, reward = D.grpo_seeds(graphdef, params, task, rc)
+    theirs, metrics = make_train(rc, init=(graphdef, params))()
+    for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(reward, np.asarray(metrics["reward_mean"]).T)
+
+
+@pytest.mark.slow
 def test_full_run(tmp_path):
     # Measured in full mode at seeds 0, 1000, 2000, 6660000 (docs/theory_rl_dynamics.md §4):
-    # pass@1, the crossing, the support bound and the gap held; winner-take-all did not (nor at
-    # 4440000, where pass@1 fell too).
+    # pass@1, the crossing, the support bound, the gap and both competing-strategies claims
+    # held; the modular_sum winner-take-all did not.
     cfg = dataclasses.replace(M.Config(), seed=6_660_000)
     found = {c.name: c for c in M.claims(M.run(cfg, tmp_path), cfg)}
     for name in ("pass@1: RL - base", "pass@k, k >= 16: base - RL",
                  "base-unsolved problems RL solves (expected fraction)",
-                 "solved fraction: base-sometimes minus base-never"):
+                 "solved fraction: base-sometimes minus base-never", *STRATEGY_CLAIMS):
         assert found[name].holds, name

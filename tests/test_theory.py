@@ -238,3 +238,31 @@ def test_stop_chain_length_score_hand_value_and_enumeration():
     assert np.all(W.stop_chain_length_score(s, 2) < 0)  # 1/|o| pushes every filler logit down
     with pytest.raises(ValueError):
         W.stop_chain_length_score(s, 2, "dr_grpo")
+
+
+def test_shared_strategy_first_step_hand_value():
+    # G = 2, w_a = 1/2: g = 1/2 on both classes; n_a = 3, n_b = 1, r = 1:
+    # Δz_A = 3/2 − 1/2 + 1/2 = 3/2, Δz_B = 1 − 1/2 = 1/2; Δ log p_A = 3/4, Δ log p_B = −1/4
+    assert S.shared_strategy_first_step(0.5, 3, 1, 2, 1.0) == pytest.approx((0.75, -0.25))
+    # equal classes, no own kernel: the pushes cancel whatever w_a (g(p) = g(1 − p))
+    assert S.shared_strategy_first_step(0.7, 32, 32, 8, 0.0) == pytest.approx((0.0, 0.0))
+    # S_B loses iff n_a − n_b exceeds r
+    assert S.shared_strategy_first_step(0.7, 3, 1, 8, 1.9)[1] < 0
+    assert S.shared_strategy_first_step(0.7, 3, 1, 8, 2.1)[1] > 0
+
+
+def test_strategy_logit_push_by_enumeration():
+    # One problem, a group of G two-way choices, A with probability p = σ(z); the problem is
+    # solved by A (S_A) or by B (S_B). Σ_i Â_i ∂z log π(y_i) (population-std GRPO, ∂z log π
+    # = 1 − p for A, −p for B) averaged over all 2^G groups is +g(p) on S_A, −g(1 − p) on S_B.
+    G, p = 3, 0.7
+    for solved_by_a, expected in ((True, W.correct_advantage_sum(p, G, "grpo")),
+                                  (False, -W.correct_advantage_sum(1 - p, G, "grpo"))):
+        total = 0.0
+        for picks in itertools.product((True, False), repeat=G):  # True: strategy A
+            prob = math.prod(p if a else 1 - p for a in picks)
+            r = np.array([float(a == solved_by_a) for a in picks])
+            adv = (r - r.mean()) / r.std() if r.std() > 0 else np.zeros(G)
+            score = np.where(picks, 1 - p, -p)  # ∂z log π of each pick
+            total += prob * float(np.sum(adv * score))
+        assert total == pytest.approx(expected)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from theory.entropy import log_softmax
+from theory.grpo_weights import correct_advantage_sum
 
 
 def pg_logit_gradient(logits, rewards):
@@ -96,6 +97,35 @@ def rl_reach(p, group_size: int, prompt_draws: int, n_problems: int):
     if np.any(p < 0) or np.any(p > 1):
         raise ValueError("success probabilities must lie in [0, 1]")
     return at_least_once(at_least_once(p, group_size) / n_problems, prompt_draws)
+
+
+def shared_strategy_first_step(w_a: float, n_a: int, n_b: int, group_size: int,
+                               own_to_shared: float):
+    """Expected first-step GRPO change of log p on each class of a two-strategy toy (ours,
+    docs/theory_rl_dynamics.md §4, after Nguyen et al. 2025, arXiv 2510.02230, whose
+    per-step influence is Δ log π(y′|x′) = η K(x, x′) · (the update's direction)).
+
+    Every problem j opens its completion with a strategy token, A with probability
+    σ(z_j); the answer after it is then certain, right on the n_a problems of S_A with A, on
+    the n_b of S_B with B. So p_j = σ(z_j) on S_A and 1 − σ(z_j) on S_B, with σ(z) = w_a
+    at the base. A group of G on problem j with c correct (q = c/G) pushes z_j by
+    Σ Â_i ∂z log π(y_i) = s_j G sqrt(q(1−q)) (s_j = +1 on S_A, −1 on S_B: a correct sample's
+    ∂z log π is 1 − p for A, −p for B, a wrong one the opposite sign with −p), in expectation
+    s_j g(p_j), g(p) = G E_c sqrt(q(1−q)) (``grpo_weights.correct_advantage_sum``),
+    symmetric in p ↔ 1 − p. With the kernel K(i, j) = ∂z_i·∂z_j equal to k_s between
+    problems and k_s + k_o on the diagonal (r = k_o/k_s = ``own_to_shared``), one draw per
+    problem gives, in units of η k_s,
+        Δz_A = n_a g(w_a) − n_b g(1 − w_a) + r g(w_a),
+        Δz_B = n_a g(w_a) − n_b g(1 − w_a) − r g(1 − w_a),
+        Δ log p_A = (1 − w_a) Δz_A,   Δ log p_B = −w_a Δz_B.
+    S_B loses (Δ log p_B < 0) iff the shared push n_a − n_b exceeds r; the class sizes, not
+    w_a, decide the shared push's sign. Returns (Δ log p_A, Δ log p_B).
+    Hand value: G = 2, w_a = 1/2 (g = 1/2), n_a = 3, n_b = 1, r = 1: (3/4, −1/4).
+    """
+    g_a = float(correct_advantage_sum(w_a, group_size, "grpo"))
+    g_b = float(correct_advantage_sum(1.0 - w_a, group_size, "grpo"))
+    shared = n_a * g_a - n_b * g_b
+    return (1.0 - w_a) * (shared + own_to_shared * g_a), -w_a * (shared - own_to_shared * g_b)
 
 
 def unsolved_bound(p_base, reach, n: int):
