@@ -72,14 +72,16 @@ def train_base(config, task):
     """One base model (key ``config.seed``): Adam on the filtered data until the running mean
     of the batch accuracy reaches ``config.base_accuracy``. The learning rate warms up for 10
     steps and decays (cosine) to 0.1·``ntp_lr`` at ``ntp_steps``, then stays there.
-    ``ntp_max_steps`` only guards against a base that never gets there: reaching it is an
-    error, not a silent stop, since such a base is not the mid-transition base the figure
-    assumes (docs/theory_rl_dynamics.md §4, seed 4440000).
+    ``ntp_max_steps`` only guards against a base that never gets there. Stopping there is not
+    silent: the final running accuracy is returned and the figure judges "the base reached
+    base_accuracy" as a claim (its precondition: a base short of it is not the mid-transition
+    base the figure assumes; docs/theory_rl_dynamics.md §4, seed 4440000), so a run at any
+    seed still writes all its claims.
 
     Why stop on accuracy: modular addition is learnt in a sudden, seed-dependent transition
     (pilot: at a fixed 450 steps the base pass@1 was 0.10, 0.63 or 0.80 by seed), and the
     figure needs a base in the middle of it, where per-problem success spreads from ~0 to ~1.
-    Returns graphdef, params, and the number of steps taken.
+    Returns graphdef, params, the number of steps taken and the final running accuracy.
     """
     from toymodels import model
     from toymodels.train import NTPConfig, make_optimizer, ntp_loss
@@ -108,12 +110,7 @@ def train_base(config, task):
 
     loop = jax.jit(lambda p: jax.lax.while_loop(going, step, (p, opt.init(p), 0, 0.0)))
     params, _, steps, acc = loop(params)
-    if float(acc) < config.base_accuracy:
-        raise RuntimeError(f"the base's running accuracy is {float(acc):.3f} after "
-                           f"ntp_max_steps = {config.ntp_max_steps} next-token steps, short of "
-                           f"base_accuracy = {config.base_accuracy}: not the mid-transition base "
-                           "this figure needs (raise ntp_max_steps or change the seed)")
-    return graphdef, params, int(steps)
+    return graphdef, params, int(steps), float(acc)
 
 
 def train_rl(config, graphdef, base):

@@ -69,8 +69,8 @@ shared part has no stable sign; where RL learns the shared algorithm (seed 1000,
 −4.2, −4.7, −3.6, −5.3, −4.7, −5.3 (every CI below −3.1); π(<A>) 0.69-0.72 → 0.995-0.997.
 Swapping the class sizes (diagnostic, seeds 0 and 1000) flips the winner to B: ρ −0.87, −0.80.
 Base cap: NTP runs until ``base_accuracy``; ``ntp_steps`` is the lr schedule's horizon, and
-``ntp_max_steps`` a guard whose hit is an error (it used to be a silent stop at 2000, where
-4440000 stopped short; it now gets there at step 6581).
+``ntp_max_steps`` a guard whose hit fails the precondition claim (it used to be a silent stop
+at 2000, where 4440000 stopped short; it now gets there at step 6581).
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ class Config:
     d_model: int = 32
     base_accuracy: float = 0.5  # NTP stops when its running batch accuracy reaches this
     ntp_steps: int = 2000  # the lr schedule's horizon (cosine decay to 0.1 lr, then flat)
-    # A guard, not a stop: the base trains until base_accuracy; reaching this is an error.
+    # A guard, not a stop: the base trains until base_accuracy; stopping here fails the
+    # precondition claim "base running NTP accuracy" (the other claims are still judged).
     # (The cap was ntp_steps = 2000, where seed 4440000 stopped silently short of
     # base_accuracy; past it, at the schedule's floor lr, it gets there at step 6581. 10000
     # was chosen after seeing that. Seeds that stop earlier are unchanged. docs §4.)
@@ -174,7 +175,7 @@ def run(config: Config, run_dir: Path) -> dict:
 
 def _run_modular_sum(config: Config) -> dict:
     task = D.make_task(config)
-    graphdef, base, ntp_steps = D.train_base(config, task)
+    graphdef, base, ntp_steps, ntp_acc = D.train_base(config, task)
     rl_params, rl_reward = D.train_rl(config, graphdef, base)
     problems = D.all_problems(task)
     ll_base = D.gold_loglik(graphdef, base, problems)
@@ -187,7 +188,8 @@ def _run_modular_sum(config: Config) -> dict:
             "passk_rl": np.stack([passk.pass_at_k_exact(p, ks) for p in p_rl]),
             "reach": support.rl_reach(p_base, config.group_size,
                                 config.rl_steps * config.prompts_per_step, problems.n),
-            "rl_reward": rl_reward, "ntp_steps_taken": np.array(ntp_steps)}
+            "rl_reward": rl_reward, "ntp_steps_taken": np.array(ntp_steps),
+            "ntp_running_acc": np.array(ntp_acc)}
 
 
 # --------------------------------------------------------------------------------- claims
@@ -234,6 +236,11 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
     f_u = harness.seed_aggregate(s["F_U"])
     gap = harness.seed_aggregate(s["F_S"] - s["F_U"])
     return [
+        C.at_least("precondition: base running NTP accuracy", config.base_accuracy,
+                   float(result["ntp_running_acc"]),
+                   f"{int(result['ntp_steps_taken'])} next-token steps (guard ntp_max_steps "
+                   f"{config.ntp_max_steps}); short of it, the base is not mid-transition and "
+                   "the claims below describe another base"),
         _sign_claim("pass@1: RL - base", result["sign_k1"], s["d1"], "RL wins at k = 1"),
         _sign_claim(f"pass@k, k >= {int(np.sqrt(s['n']))}: base - RL", result["sign_kmax"],
                     s["dmax"],
