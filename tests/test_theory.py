@@ -266,3 +266,35 @@ def test_strategy_logit_push_by_enumeration():
             score = np.where(picks, 1 - p, -p)  # ∂z log π of each pick
             total += prob * float(np.sum(adv * score))
         assert total == pytest.approx(expected)
+
+
+# --------------------------------------- second-order entropy change of a zero-mean update
+def test_grpo_bernoulli_kappa_hand_values():
+    # G = 2: the rewards tie half the time (all advantages 0), else the advantages are ±1.
+    assert E.grpo_bernoulli_kappa(2) == pytest.approx(0.5, rel=1e-5)
+    assert E.grpo_bernoulli_kappa(4) == pytest.approx(1 - 2.0**-3, rel=1e-5)
+    assert E.grpo_bernoulli_kappa(256) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_entropy_hessian_fisher_trace_closed_form_against_autodiff():
+    import jax
+    import jax.numpy as jnp
+
+    def autodiff(z):
+        p = jax.nn.softmax(z)
+        return jnp.trace(jax.hessian(E.entropy)(z) @ (jnp.diag(p) - jnp.outer(p, p)))
+
+    for seed in range(3):
+        z = 1.5 * jax.random.normal(jax.random.key(seed), (8,))
+        assert float(E.entropy_hessian_fisher_trace(z)) == pytest.approx(
+            float(autodiff(z)), rel=1e-4, abs=1e-6)
+    # uniform over K: -(K - 1)/K^2; two answers: -1/4 at gap 0, positive at gap 2
+    assert E.entropy_hessian_fisher_trace(np.zeros(8)) == pytest.approx(-7 / 64)
+    assert E.entropy_hessian_fisher_trace(np.array([0.0, 0.0])) == pytest.approx(-0.25)
+    assert E.entropy_hessian_fisher_trace(np.array([2.0, 0.0])) > 0
+
+
+def test_onpolicy_entropy_drift_uniform_hand_value():
+    # 1/2 (lr^2/G) kappa (-(K - 1)/K^2) for a uniform policy over K = 4, lr 0.2, G = 2
+    got = E.onpolicy_entropy_drift(np.zeros(4), 0.2, 2)
+    assert got == pytest.approx(0.5 * 0.04 / 2 * 0.5 * (-3 / 16), rel=1e-5)

@@ -142,3 +142,45 @@ def predict_performance(h, a, b):
 def performance_ceiling(a, b):
     """R at H = 0: −a + b (Cui et al. 2025, §2.5), the predicted ceiling of training."""
     return -a + b
+
+
+# ------------------------------------------------------- second order: zero-mean updates
+def entropy_hessian_fisher_trace(logits):
+    """tr(∇²_z H · F), F = diag π − ππᵀ, in closed form (ours, docs/theory_rl_dynamics.md §3):
+    with m = log π + H and s = Σ π²,
+
+        tr(∇²_z H F) = −s(1 + s) + 2 Σ π³ − (1 + 2s) Σ π² m + 3 Σ π³ m.
+
+    Uniform π over K answers: −(K − 1)/K². Not of one sign: for two answers it is −¼ at a
+    logit gap of 0 and positive beyond a gap of ≈ 1.54."""
+    xp = _xp(logits)
+    logp = log_softmax(logits)
+    p = xp.exp(logp)
+    m = logp + entropy(logits)[..., None]
+    s = xp.sum(p**2, axis=-1)
+    return (-s * (1 + s) + 2 * xp.sum(p**3, axis=-1) - (1 + 2 * s) * xp.sum(p**2 * m, axis=-1)
+            + 3 * xp.sum(p**3 * m, axis=-1))
+
+
+def grpo_bernoulli_kappa(group_size: int, std_eps: float = 1e-6) -> float:
+    """κ = E[Σ_i Â_i²]/G for GRPO advantages Â_i = (r_i − mean)/(std + eps) of G i.i.d.
+    Bernoulli(½) rewards, population std (ours, docs §3): with k successes and q = k/G,
+    Σ_i Â_i² = G σ²/(σ + eps)², σ² = q(1 − q) (0 when all rewards are equal); averaged over
+    k ~ Binomial(G, ½). κ = 1 − 2^(1−G) up to eps."""
+    from math import comb
+
+    k = np.arange(group_size + 1)
+    pmf = np.array([comb(group_size, j) / 2**group_size for j in k])
+    sigma = np.sqrt(k / group_size * (1 - k / group_size))
+    return float(np.sum(pmf * sigma**2 / (sigma + std_eps) ** 2))
+
+
+def onpolicy_entropy_drift(logits, lr: float, group_size: int):
+    """Expected entropy change of one on-policy SGD step on the logits, per context, under
+    rewards independent of the answers (ours, docs §3; the first-order term is Cui et al.
+    2025, arXiv 2505.22617, Lemma 1, applied to E[Δz] = 0):
+    Δz = (lr/G) Σ_i Â_i (e_{a_i} − π), E[Δz] = 0, Cov Δz = (lr²/G) κ F, so
+
+        E[ΔH] = ½ (lr²/G) κ tr(∇²_z H F) + O(lr³/G²)."""
+    kappa = grpo_bernoulli_kappa(group_size)
+    return 0.5 * lr**2 / group_size * kappa * entropy_hessian_fisher_trace(logits)
