@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from tasks.core import Batch
-from toymodels import model
+from tasks.core import PAD, Batch
+from toymodels import model, train
 from toymodels.hooks import Intervention
 
 ABLATIONS = ("L1 head", "L1 MLP", "L2 head", "L2 MLP")
@@ -47,6 +48,15 @@ def sample(key, n: int, kind: str, n_max: int, length: int | None = None) -> Bat
     return Batch(prompts.astype(jnp.int32), (lens + 2).astype(jnp.int32),
                  targets.astype(jnp.int32), (lens + 1).astype(jnp.int32),
                  {"L": lens, "s": s})
+
+
+def pad_with_eos(batch: Batch) -> Batch:
+    """The official code's loss targets: the targets after <eos> are <eos> too (the rows are
+    padded with <eos> to the longest length, ``load_data``) and all of them count."""
+    j = jnp.arange(batch.targets.shape[1])[None]
+    targets = jnp.where(j > batch.meta["L"][:, None], 1, batch.targets).astype(jnp.int32)
+    return Batch(batch.prompts, batch.prompt_lens, targets,
+                 jnp.full_like(batch.target_lens, batch.targets.shape[1]), batch.meta)
 
 
 def designated(batch: Batch, n_max: int):
@@ -91,3 +101,40 @@ def ablations(graphdef, params, batch: Batch, n_max: int) -> jax.Array:
         return measure(graphdef, params, batch, n_max, ivs)["acc"]
 
     return jax.vmap(one)(jnp.eye(len(ABLATION_SITES), dtype=bool))
+
+
+# ---------------------------------------------------- the official code's init and dropout
+def torch_init(params, key):
+    """The official code's initialisation (PyTorch defaults, ``src/cot/models/transformer.py``):
+    token and position embeddings ~ N(0, 1) (``nn.Embedding``), every weight matrix
+    ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (``nn.Linear``); biases stay 0 (the official model
+    has none), LayerNorm scales 1. toymodels' own init is N(0, 0.02^2) for all of them."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    out = []
+    for i, (path, leaf) in enumerate(leaves):
+        name, k = jax.tree_util.keystr(path), jax.random.fold_in(key, i)
+        if "embed" in name:
+            leaf = jax.random.normal(k, leaf.shape, leaf.dtype)
+        elif "['W_" in name:  # W_QKV [D, 3, H, E] reads D; W_O [H, E, D], W_in, W_out, W_U
+            fan_in = leaf.shape[0] if "W_QKV" in name else int(np.prod(leaf.shape[:-1]))
+            bound = fan_in ** -0.5
+            leaf = jax.random.uniform(k, leaf.shape, leaf.dtype, -bound, bound)
+        out.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def ntp_loss_dropout(graphdef, params, batch: Batch, key, rate: float) -> jax.Array:
+    """``toymodels.train.ntp_loss`` (mean cross-entropy over the target tokens) with the
+    official code's embedding dropout: the summed token + position embedding (the input of
+    block 0) has each coordinate zeroed with probability ``rate``, the rest scaled by
+    1 / (1 - rate) (inverted dropout, ``F.dropout``). rate 0 is exactly ``ntp_loss``."""
+    interventions = None
+    if rate > 0:
+        inputs = jnp.concatenate([batch.prompts, batch.targets], axis=1)[:, :-1]
+        emb = (params["embed"][...][inputs]
+               + params["pos_embed"][...][model.positions_from_valid(inputs != PAD)])
+        keep = jax.random.bernoulli(key, 1.0 - rate, emb.shape)
+        # resid_pre of block 0 is that sum: adding emb * (keep / (1 - rate) - 1) drops it
+        interventions = {"blocks.0.resid_pre": Intervention.add(emb * (keep / (1.0 - rate)
+                                                                       - 1.0))}
+    return train.ntp_loss(graphdef, params, batch, interventions)[0]

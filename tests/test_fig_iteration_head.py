@@ -33,6 +33,16 @@ def test_sample_matches_python(kind):
         assert (row_t[length + 1:] == 0).all()
 
 
+def test_eos_padding_targets():
+    """The official loss targets: s_1 .. s_L, then <eos> up to n_max + 1, all counted."""
+    b = ih.sample(jax.random.key(4), 16, "parity", 5)
+    padded = data.pad_with_eos(b)
+    for t, tp, length in zip(np.asarray(b.targets), np.asarray(padded.targets),
+                             np.asarray(b.meta["L"]), strict=True):
+        assert (tp[: length + 1] == t[: length + 1]).all() and (tp[length:] == 1).all()
+    assert (np.asarray(padded.target_lens) == 6).all()
+
+
 def test_construction_scores_and_ablations():
     """The prediction's source: the compiled circuit solves the format with both scores 1,
     and zero-ablating what it needs breaks it while its (zero) layer-1 MLP does not."""
@@ -45,6 +55,36 @@ def test_construction_scores_and_ablations():
     for name in ih.NEEDED:
         assert acc[name] <= ih.CHANCE_ACC["parity"] + ih.ABLATE_CHANCE_TOL, name
     assert acc["L1 MLP"] == 1.0
+
+
+def test_official_init_and_dropout():
+    """torch_init: embeddings N(0, 1), weight matrices U(+-1/sqrt(fan_in)), biases 0; the
+    dropout loss is toymodels' NTP loss at rate 0 and differs (per key) at rate 0.5."""
+    from toymodels import model, train
+    from toymodels.config import ModelConfig
+
+    cfg = ModelConfig(vocab_size=6, max_len=13, n_layers=2, n_heads=1, d_model=64, d_mlp=256)
+    g, p = model.init(cfg, jax.random.key(0))
+    q = data.torch_init(p, jax.random.key(1))
+    assert abs(float(q["pos_embed"][...].std()) - 1.0) < 0.05
+    w_out = np.asarray(q["blocks"][1]["mlp"]["W_out"][...])  # fan_in 256
+    assert abs(w_out.std() - 256 ** -0.5 / np.sqrt(3)) < 0.002 and abs(w_out).max() <= 1 / 16
+    w_qkv = np.asarray(q["blocks"][0]["attn"]["W_QKV"][...])  # fan_in 64
+    assert abs(w_qkv).max() <= 1 / 8 and abs(w_qkv).max() > 0.12
+    assert (np.asarray(q["blocks"][0]["attn"]["b_QKV"][...]) == 0).all()
+    batch = ih.sample(jax.random.key(2), 32, "parity", 5)
+    ref = float(train.ntp_loss(g, q, batch)[0])
+    assert abs(float(data.ntp_loss_dropout(g, q, batch, jax.random.key(3), 0.0)) - ref) < 1e-5
+    dropped = [float(data.ntp_loss_dropout(g, q, batch, jax.random.key(k), 0.5)) for k in (3, 4)]
+    assert dropped[0] != dropped[1] and all(abs(d - ref) > 1e-4 for d in dropped)
+
+
+@pytest.mark.parametrize("bad", [dict(init="xavier"), dict(emb_dropout=1.0),
+                                 dict(optimizer="sgd"),
+                                 dict(eos_padding_loss=1), dict(n_seeds=1), dict(steps=1001)])
+def test_config_rejects(bad):
+    with pytest.raises(ValueError):
+        ih.Config(**bad)
 
 
 def _synthetic(n_seeds=5, drop_at=10, form_at=10, l1_mlp_acc=0.99):

@@ -120,15 +120,18 @@ def make_optimizer(config: NTPConfig) -> tuple[optax.GradientTransformation, opt
     return opt, schedule
 
 
-def ntp_loss(graphdef, params, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+def ntp_loss(graphdef, params, batch, interventions=None
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean cross-entropy over target tokens (incl. ``<eos>``) and the token/sequence
-    accuracy of the argmax prediction there."""
+    accuracy of the argmax prediction there. ``interventions`` (hook name -> Intervention,
+    ``model.forward``'s) edit the forward pass, e.g. to add dropout noise."""
     seq = jnp.concatenate([batch.prompts, batch.targets], axis=1)
     inputs, labels = seq[:, :-1], seq[:, 1:]
     p = batch.prompts.shape[1]
     target_index = jnp.arange(1, seq.shape[1])[None, :] - p  # label j is target token j+1-P
     on_target = (target_index >= 0) & (target_index < batch.target_lens[:, None])
-    logits, _ = model.forward(graphdef, params, inputs, valid=inputs != PAD)
+    logits, _ = model.forward(graphdef, params, inputs, valid=inputs != PAD,
+                              interventions=interventions)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     weight = on_target.astype(jnp.float32)
     n_tokens = jnp.maximum(weight.sum(), 1.0)
