@@ -22,12 +22,15 @@ to write B's answer after <A> (reinforcing the base's ~1 % execution errors), so
 strategy token stopped binding the answer (docs §4).
 
 Prediction (ours, docs/theory_rl_dynamics.md §4; ``theory.support.shared_strategy_first_step``):
-a GRPO group on problem j pushes z_j by s_j g(p_j) in expectation (s_j = ±1 on S_A / S_B),
-g(p) = G E √(q(1−q)) symmetric in p ↔ 1 − p, so S_A and S_B problems push equally hard,
-in opposite directions; through the parameters the problems share, the net push on every z
-is ∝ |S_A| − |S_B|: towards the strategy of the *larger class*, whatever w_a. With
-|S_A| > |S_B| and w_a > 1/2 the likely problems (S_A) gain and S_B problems lose as soon as
-|S_A| − |S_B| exceeds the own-to-shared kernel ratio r: winner-take-all, ρ > 0.
+if the answer after the strategy token were certain, a GRPO group on problem j would push z_j
+by s_j g(p_j) in expectation (s_j = ±1 on S_A / S_B), g(p) = G E √(q(1−q)) symmetric in
+p ↔ 1 − p, so S_A and S_B problems push equally hard, in opposite directions; through the
+parameters the problems share, the net push on every z is ∝ |S_A| − |S_B|: towards the
+strategy of the *larger class*, whatever w_a. With |S_A| > |S_B| and w_a > 1/2 the likely
+problems (S_A) gain and S_B problems lose as soon as |S_A| − |S_B| exceeds the own-to-shared
+kernel ratio r: winner-take-all, ρ > 0. The base's execution is far from certain (its least
+reliable problem 0.11-0.66 at the seeds measured), which scales each push by a factor <= 1
+and breaks the exact p ↔ 1 − p cancellation: only the signs are predicted (docs §4).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import optax
 
 from experiments import passk_data as D
 from tasks.core import EOS, Batch, Task, Vocab
+from tasks.digits import exact_match
 from theory import support
 
 LABEL = "toy/competing_strategies"  # a label for RLConfig; the task is not registered
@@ -127,9 +131,12 @@ class StrategiesTask(Task):
 
     def reward(self, batch: Batch, completions) -> jax.Array:
         """1 iff the completion is the gold solution (s*, f_{s*}(x), <eos>): a strategy that
-        solves x, executed. A right answer after the wrong strategy token is no solution."""
-        c = jnp.asarray(completions)
-        return jnp.all(c[:, :3] == batch.targets, axis=1).astype(jnp.float32)
+        solves x, executed. A right answer after the wrong strategy token is no solution;
+        what follows the first <eos> is ignored, and a completion shorter than 3 tokens (or
+        without <eos> at its third) earns 0."""
+        # tasks.digits.exact_match reads the completion at the gold's width (cut, or padded
+        # with <pad>, which never equals the gold's <eos>): defined for any completion width
+        return exact_match(batch.targets, batch.target_lens, completions)
 
     def all_problems(self, strategy: str | None = None) -> Batch:
         """Every problem once, with the solution of ``strategy`` ('A' or 'B': that
@@ -165,8 +172,9 @@ def train_base(config, task: StrategiesTask):
     s = config.strategies
     init_key, data_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed),
                                                              BASE_KEY_SALT))
-    # eager init: its per-shape samplers are mostly compiled already by the modular_sum base
-    # (a jitted init compiles the whole threefry graph again: 4.6 s)
+    # eager init, a timing choice only: its per-shape samplers are often compiled already by
+    # the modular_sum base (not guaranteed: the two panels run concurrently), while a jitted
+    # init compiles the whole threefry graph again (4.6 s)
     graphdef, params = model.init(D.model_config(s, task), init_key)
     warmup = min(10, s.ntp_steps // 2)
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(
@@ -197,19 +205,14 @@ def train_rl(config, graphdef, base, task: StrategiesTask):
 
 
 def measurer(graphdef, params, task: StrategiesTask, targets):
-    """``measure(targets) -> (ll, z)`` for params with a leading axis: log π(targets | x_j)
-    (teacher forcing) and the strategy logit z_j = log π(<A>|x_j) − log π(<B>|x_j), float64
-    [params, problems]."""
+    """``measure(targets) -> (ll, log_a, log_b)`` for params with a leading axis: log π(targets
+    | x_j) (teacher forcing) and log π(<A>|x_j), log π(<B>|x_j) (the first completion
+    position's log-softmax, so other tokens' mass counts), float64 [params, problems]."""
     from toymodels.rl.objectives import token_logprobs
-    from toymodels.rl.rollout import completion_logits
-
-    prompts, v = task.all_problems().prompts, task.vocab
-    valid = jnp.ones(prompts.shape, bool)
 
     def one(p, t):
-        logits = completion_logits(graphdef, p, prompts, valid, t)
-        return (token_logprobs(logits, t).sum(1),
-                logits[:, 0, v.id("<A>")] - logits[:, 0, v.id("<B>")])
+        logits = _completion_logits(graphdef, p, task, t)
+        return (token_logprobs(logits, t).sum(1), *_strategy_logprobs(logits, task))
 
     fn = jax.jit(jax.vmap(one, in_axes=(0, None))).lower(params, targets).compile(FAST_COMPILE)
     # one compile for every target set (same shapes): the gold and both demonstrators' routes
@@ -220,7 +223,8 @@ def strategy_kernel_ratio(graphdef, params, task: StrategiesTask) -> float:
     """r = k_o / k_s of the base's strategy-logit kernel K(i, j) = ∂z_i · ∂z_j: k_s the
     mean off-diagonal entry, k_o the mean diagonal minus k_s (the kernel of
     ``theory.support.shared_strategy_first_step``, for plain gradient steps; Adam rescales
-    each coordinate, so this is a guide, not the optimiser's kernel)."""
+    each coordinate, so this is a guide, not the optimiser's kernel). NaN when k_s <= 0:
+    the problems' strategy logits then share no push, and the ratio is undefined."""
     targets = task.all_problems().targets
     z_of = lambda p: _strategy_logit(graphdef, p, task, targets)
     jac = _compiled(jax.jacrev(z_of), params)
@@ -228,44 +232,66 @@ def strategy_kernel_ratio(graphdef, params, task: StrategiesTask) -> float:
     k = np.asarray(flat @ flat.T, np.float64)
     n = len(k)
     k_s = (k.sum() - np.trace(k)) / (n * (n - 1))
+    if not k_s > 0:
+        return float("nan")
     return float((np.trace(k) / n - k_s) / k_s)
+
+
+def _completion_logits(graphdef, p, task, targets):
+    """Teacher-forced logits [problems, width, vocab] of ``targets`` after every prompt."""
+    from toymodels.rl.rollout import completion_logits
+
+    prompts = task.all_problems().prompts
+    return completion_logits(graphdef, p, prompts, jnp.ones(prompts.shape, bool), targets)
+
+
+def _strategy_logprobs(logits, task):
+    """log π(<A>|x_j), log π(<B>|x_j): the first completion position's log-softmax."""
+    logp = jax.nn.log_softmax(logits[:, 0], axis=-1)
+    return logp[:, task.vocab.id("<A>")], logp[:, task.vocab.id("<B>")]
 
 
 def _strategy_logit(graphdef, p, task, targets):
     """z_j = log π(<A>|x_j) − log π(<B>|x_j) (``targets`` only fill the input width)."""
-    from toymodels.rl.rollout import completion_logits
-
-    prompts, v = task.all_problems().prompts, task.vocab
-    logits = completion_logits(graphdef, p, prompts, jnp.ones(prompts.shape, bool), targets)
-    return logits[:, 0, v.id("<A>")] - logits[:, 0, v.id("<B>")]
+    log_a, log_b = _strategy_logprobs(_completion_logits(graphdef, p, task, targets), task)
+    return log_a - log_b
 
 
-def run(config) -> dict:
+class Cancelled(Exception):
+    """``run`` stopped between phases because its caller set ``stop``."""
+
+
+def run(config, stop=None) -> dict:
     """Base, RL and the exact per-problem measurements, as arrays for ``runs.save``.
 
     One measuring pass over [base, RL seeds] and three target sets: the gold solution
     (p_j, exact) and each demonstrator's own route (s, f_s(x), <eos>), whose log-probability
-    minus log π(s|x) is the execution reliability of s."""
+    minus log π(s|x) is the execution reliability of s. ``stop``: a ``threading.Event``
+    checked between phases (base, RL, measurement, kernel); once set, ``Cancelled``."""
+    def check():
+        if stop is not None and stop.is_set():
+            raise Cancelled("passk_strategies.run cancelled")
+
     task = make_task(config)
     graphdef, base = train_base(config, task)
+    check()
     rl_params, reward = train_rl(config, graphdef, base, task)
+    check()
     both = jax.tree.map(lambda b, r: jnp.concatenate([b[None], r]), base, rl_params)
     measure = measurer(graphdef, both, task, task.all_problems().targets)
-    ll, z = measure(task.all_problems().targets)
-    log_pick = {"A": -np.logaddexp(0.0, -z[0]), "B": -np.logaddexp(0.0, z[0])}
+    ll, log_a, log_b = measure(task.all_problems().targets)
+    log_pick = {"A": log_a[0], "B": log_b[0]}
+    # π(f_s(x), <eos> | x, s): the base's execution of s, its least reliable problem
     execution = min(float(np.exp(measure(task.all_problems(s).targets)[0][0] - log_pick[s])
                           .min()) for s in ("A", "B"))
+    check()
     return {"strat_ll_base": ll[0], "strat_ll_rl": ll[1:], "strat_in_a": np.asarray(task.in_a),
             # π(<A>|x) per problem: the strategy preference, before and after RL
-            "strat_pick_a_base": _sigmoid(z[0]), "strat_pick_a_rl": _sigmoid(z[1:]),
+            "strat_pick_a_base": np.exp(log_a[0]), "strat_pick_a_rl": np.exp(log_a[1:]),
             "strat_rl_reward": reward,
             "strat_kernel_ratio": np.array(strategy_kernel_ratio(graphdef, base, task)
                                            if config.strategies.kernel_diagnostic else np.nan),
             "strat_execution": np.array(execution)}
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
 
 
 def stats(result: dict, config) -> dict:

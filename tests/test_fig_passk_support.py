@@ -192,6 +192,101 @@ def test_strategies_task_by_hand():
     assert not np.array_equal(np.asarray(other.in_a), in_a)
 
 
+def test_strategies_reward_is_defined_for_any_completion_width():
+    # exact_match: the completion is cut or <pad>-padded to the gold's 3 tokens and compared
+    # up to the gold's <eos>; a completion too short to hold (s, f(x), <eos>) earns 0
+    task = S.make_task(M.quick_config())
+    gold = task.all_problems()
+    g = np.asarray(gold.targets)
+    n, pad, eos = len(g), task.vocab.id("<pad>"), task.vocab.id("<eos>")
+    for width in (1, 2):
+        r = np.asarray(task.reward(gold, g[:, :width]))
+        assert r.shape == (n,) and np.all(r == 0.0), width
+    assert np.all(np.asarray(task.reward(gold, g)) == 1.0)
+    five = np.concatenate([g, np.full((n, 2), pad)], 1)
+    assert np.all(np.asarray(task.reward(gold, five)) == 1.0)
+    five[:, 3:] = g[:, :2]  # whatever follows the first <eos> is ignored
+    assert np.all(np.asarray(task.reward(gold, five)) == 1.0)
+    early = g.copy()
+    early[:, 1] = eos  # (s*, <eos>, <eos>): stops before the answer
+    assert np.all(np.asarray(task.reward(gold, early)) == 0.0)
+    padded = g.copy()
+    padded[:, 2] = pad  # (s*, f(x), <pad>): no <eos>
+    assert np.all(np.asarray(task.reward(gold, padded)) == 0.0)
+    assert np.all(np.asarray(task.reward(gold, np.full((n, 5), eos))) == 0.0)
+    assert np.all(np.asarray(task.reward(gold, np.concatenate([g[:, :2], np.full((n, 3), eos)],
+                                                              1))) == 1.0)
+
+
+def test_strategy_measurer_is_log_pi_of_the_strategy_token():
+    # log π(<A>|x), log π(<B>|x) come from the full softmax: other tokens keep mass, so
+    # π(<A>) + π(<B>) < 1 and π(<A>) < σ(z); z is _strategy_logit's
+    from toymodels import model
+
+    cfg = dataclasses.replace(M.quick_config(), strategies=S.StrategiesConfig(n_problems=8))
+    task = S.make_task(cfg)
+    graphdef, params = model.init(D.model_config(cfg.strategies, task), jax.random.key(0))
+    stacked = jax.tree.map(lambda a: a[None], params)
+    targets = task.all_problems().targets
+    ll, log_a, log_b = S.measurer(graphdef, stacked, task, targets)(targets)
+    assert ll.shape == log_a.shape == log_b.shape == (1, 8)
+    assert np.all(np.exp(log_a) + np.exp(log_b) < 1.0)
+    z = np.asarray(S._strategy_logit(graphdef, params, task, targets), np.float64)
+    np.testing.assert_allclose(log_a[0] - log_b[0], z, atol=1e-5)
+    assert np.all(np.exp(log_a[0]) < 1 / (1 + np.exp(-z)))
+
+
+def test_strategy_kernel_ratio_is_nan_without_a_shared_kernel(monkeypatch):
+    # orthogonal strategy-logit gradients: k_s = 0, the ratio is undefined (NaN, not inf),
+    # and the claim's note says so
+    task = S.make_task(M.quick_config())
+    n = task.config.n_problems
+    monkeypatch.setattr(S, "_compiled", lambda fn, *args: {"w": jax.numpy.eye(n)})
+    assert np.isnan(S.strategy_kernel_ratio(None, None, task))
+    cfg = dataclasses.replace(M.Config(), strategies=S.StrategiesConfig())
+    result = {**_synthetic(), "strat_kernel_ratio": np.array(np.nan)}
+    notes = {c.name: c.note for c in M.strategies_claims(result, cfg)}
+    assert "undefined" in notes["strategies: S_B-only problems lose (mean d log p)"]
+
+
+def test_grpo_seeds_checks_the_model_length():
+    from toymodels import model
+    from toymodels.rl.config import RLConfig
+
+    cfg = M.quick_config()
+    task = S.make_task(cfg)  # max_len = prompt 2 + 3 completion tokens
+    graphdef, params = model.init(D.model_config(cfg.strategies, task), jax.random.key(0))
+    rc = RLConfig(task=S.LABEL, group_size=2, prompts_per_step=2, steps=1, max_new_tokens=4)
+    with pytest.raises(ValueError, match="max_len"):
+        D.grpo_seeds(graphdef, params, task, rc)
+
+
+def test_strategies_thread_is_cancelled_when_the_modular_sum_panel_fails(monkeypatch):
+    import threading
+    import time
+
+    started, stopped = threading.Event(), threading.Event()
+
+    def slow_strategies(config, stop):
+        started.set()
+        if stop.wait(30):
+            stopped.set()
+            raise S.Cancelled("stopped")
+        return {}
+
+    def failing(config):
+        started.wait(30)
+        raise RuntimeError("modular_sum failed")
+
+    monkeypatch.setattr(S, "run", slow_strategies)
+    monkeypatch.setattr(M, "_run_modular_sum", failing)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="modular_sum failed"):
+        M.run(M.quick_config(), None)
+    assert time.monotonic() - t0 < 10
+    assert stopped.wait(10)
+
+
 def test_support_bound_fails_when_rl_solves_what_it_never_sampled():
     cfg, result = M.Config(), _synthetic()
     result["ll_rl"] = result["ll_rl"].copy()
@@ -263,9 +358,14 @@ def test_quick_run_writes_files(quick):
     assert result["strat_ll_base"].shape == (n,)
     assert result["strat_ll_rl"].shape == (cfg.n_seeds, n)
     assert np.all(result["strat_ll_base"] < 0) and np.all(np.isfinite(result["strat_ll_rl"]))
-    names = [c["name"] for c in claims.read_claims(run_dir / "claims.json")]
-    assert all(name in names for name in STRATEGY_CLAIMS)
-    assert "winner-take-all: Spearman(base log pi, d log pi)" in names  # the modular_sum one
+    found = {c["name"]: c for c in claims.read_claims(run_dir / "claims.json")}
+    assert "winner-take-all: Spearman(base log pi, d log pi)" in found  # the modular_sum one
+    # Expected before running at this seed: both strategies claims hold in quick mode too
+    # (at seed 0 quick they held with wide margins: rho CI low end +0.32, S_B CI high end
+    # -1.35); the 15 RL steps already collapse the strategy token.
+    for name in STRATEGY_CLAIMS:
+        assert found[name]["holds"], name
+    assert np.all((result["strat_pick_a_base"] > 0) & (result["strat_pick_a_base"] < 1))
 
 
 @pytest.mark.slow
@@ -274,6 +374,11 @@ def test_same_seed_same_numbers(quick, tmp_path):
     again = M.run(cfg, tmp_path)
     np.testing.assert_array_equal(again["ll_rl"], result["ll_rl"])
     np.testing.assert_array_equal(again["ll_base"], result["ll_base"])
+    # the strategies toy runs in a second thread: its numbers must not depend on the timing
+    strat = [k for k in result if k.startswith("strat_")]
+    assert len(strat) == 8 and set(strat) == {k for k in again if k.startswith("strat_")}
+    for k in strat:
+        np.testing.assert_array_equal(again[k], result[k], err_msg=k)
 
 
 @pytest.mark.slow
