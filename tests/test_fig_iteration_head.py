@@ -73,9 +73,12 @@ def test_official_init_and_dropout():
     assert abs(w_qkv).max() <= 1 / 8 and abs(w_qkv).max() > 0.12
     assert (np.asarray(q["blocks"][0]["attn"]["b_QKV"][...]) == 0).all()
     batch = ih.sample(jax.random.key(2), 32, "parity", 5)
-    ref = float(train.ntp_loss(g, q, batch)[0])
-    assert abs(float(data.ntp_loss_dropout(g, q, batch, jax.random.key(3), 0.0)) - ref) < 1e-5
-    dropped = [float(data.ntp_loss_dropout(g, q, batch, jax.random.key(k), 0.5)) for k in (3, 4)]
+    ref = float(jax.jit(lambda q: train.ntp_loss(g, q, batch)[0])(q))
+    # jitted: op-by-op dispatch of the forward pass takes seconds per call
+    dropout = jax.jit(lambda q, key, rate: data.ntp_loss_dropout(g, q, batch, key, rate),
+                      static_argnums=2)
+    assert abs(float(dropout(q, jax.random.key(3), 0.0)) - ref) < 1e-5
+    dropped = [float(dropout(q, jax.random.key(k), 0.5)) for k in (3, 4)]
     assert dropped[0] != dropped[1] and all(abs(d - ref) > 1e-4 for d in dropped)
 
 
