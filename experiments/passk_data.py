@@ -134,18 +134,12 @@ def grpo_seeds(graphdef, base, task, rl_config, compiler_options=None):
     params of the quick and full configs at seed 0). ``task`` need not be registered.
     Like make_train, raises ValueError when prompt_len + max_new_tokens > the model's max_len.
     Returns params [seeds, ...] and the reward [seeds, steps]."""
-    from flax import nnx
-
     from toymodels.rl.step import make_optimizer, make_step
+    from toymodels.rl.train import check_fits
     from toymodels.train import seed_keys
 
     rc = rl_config.resolved(task)
-    # make_train's check (toymodels.rl.train has it inline, no function to import): the
-    # prompt and the completion budget must fit the model's positions
-    max_len = nnx.merge(graphdef, base).config.max_len
-    if task.prompt_len + rc.max_new_tokens > max_len:
-        raise ValueError(f"RLConfig.max_new_tokens={rc.max_new_tokens} is not allowed: prompt "
-                         f"{task.prompt_len} + max_new_tokens > the model's max_len={max_len}")
+    check_fits(task, rc, graphdef, base)
     rl_step, opt = make_step(graphdef, task, rc), make_optimizer(rc)
     states = jax.vmap(lambda k: {"params": base, "opt": opt.init(base), "key": k})(
         seed_keys(rc.seed, rc.n_seeds))

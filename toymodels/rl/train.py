@@ -46,6 +46,14 @@ def load_init(config: RLConfig, init=None):
     return graphdef, params
 
 
+def check_fits(task, rc, graphdef, params) -> None:
+    """ValueError unless the prompt and the completion budget fit the model's positions."""
+    max_len = nnx.merge(graphdef, params).config.max_len
+    if task.prompt_len + rc.max_new_tokens > max_len:
+        raise ValueError(f"RLConfig.max_new_tokens={rc.max_new_tokens} is not allowed: prompt "
+                         f"{task.prompt_len} + max_new_tokens > the model's max_len={max_len}")
+
+
 def make_train(config: RLConfig, run_dir: Path | str | None = None, *, init=None,
                mesh: jax.sharding.Mesh | None = None):
     """``train(key=None) -> (params, metrics)``; ``train.graphdef`` rebuilds the model.
@@ -59,11 +67,7 @@ def make_train(config: RLConfig, run_dir: Path | str | None = None, *, init=None
     task = make_task(config)
     rc = config.resolved(task)
     graphdef, start_params = load_init(config, init)
-    need = task.prompt_len + rc.max_new_tokens
-    max_len = nnx.merge(graphdef, start_params).config.max_len
-    if need > max_len:
-        raise ValueError(f"RLConfig.max_new_tokens={rc.max_new_tokens} is not allowed: prompt "
-                         f"{task.prompt_len} + max_new_tokens > the model's max_len={max_len}")
+    check_fits(task, rc, graphdef, start_params)
     axes = () if mesh is None else tuple(mesh.axis_names)
     unknown = set(axes) - {"seed", "batch"}
     if unknown:
