@@ -181,3 +181,24 @@ def test_unfinished_orbax_save_is_removed_on_resume(tmp_path, capsys, uninterrup
     assert not partial.exists() and "removed the unfinished save" in capsys.readouterr().err
     assert resumed.stats["resumed_from"] == 8
     assert_trees_equal(resumed.carry, uninterrupted.carry)
+
+
+def test_an_intact_checkpoint_of_another_state_stops_the_run_and_is_left_in_place(tmp_path):
+    run_chunks(sgd_step, start(), total_steps=8, chunk_size=4, run_dir=tmp_path)
+    before = sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir())
+    other = {"w": jnp.zeros(5), "key": jax.random.key(0), "step": jnp.int32(0)}  # 5 weights
+    with pytest.raises(checkpoint.CheckpointMismatch, match="fresh run_dir"):
+        run_chunks(lambda c, _: (c, {"loss": c["w"].sum()}), other, total_steps=12,
+                   chunk_size=4, run_dir=tmp_path)
+    assert sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir()) == before
+    assert all(checkpoint.verify(checkpoint.checkpoint_dir(tmp_path) / s) is None
+               for s in before)
+
+
+def test_setting_a_damaged_step_aside_twice_keeps_both_copies(tmp_path):
+    for n in range(2):
+        path = checkpoint.save(tmp_path, 4, {"a": jnp.full(3, n)})
+        (path / checkpoint.CHECKSUM_FILE).unlink()
+        checkpoint.set_aside(checkpoint.Skipped(4, path, "test"))
+    names = sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir())
+    assert names == ["4.bad", "4.bad.1"]

@@ -389,3 +389,8 @@ def test_scores_at_the_checkpoints_of_a_real_run(tmp_path):
     assert curves["score"].shape == (len(steps),) and len(set(curves["score"])) > 1
     with pytest.raises(ValueError, match="seed_index"):
         ntp_checkpoints(tmp_path, seed_index=1)
+    # a damaged snapshot is left out, and said so (a formation step may move without it)
+    (tmp_path / "checkpoints" / str(steps[1]) / "checksum.sha256").write_text("0\n")
+    with pytest.warns(UserWarning, match=f"damaged checkpoints left out.*{steps[1]} "):
+        _, fewer, _ = ntp_checkpoints(tmp_path)
+    assert fewer == [s for s in steps if s != steps[1]]

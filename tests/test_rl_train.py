@@ -3,6 +3,7 @@ GRPO after next-token training raising accuracy."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -107,6 +108,22 @@ def test_seeds_are_independent_and_deterministic(tiny_run):
         np.testing.assert_array_equal(swapped[name][:, ::-1], metrics[name], err_msg=name)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(swapped_params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[::-1])
+
+
+def test_a_task_whose_tokens_the_model_lacks_is_refused(ntp_dir):
+    bigger = {"length": 3, "n_symbols": 6}  # vocabulary 9 > the NTP model's 7
+    with pytest.raises(ValueError, match="vocabulary has 9 tokens.*vocab_size=7"):
+        make_train(RLConfig(task=TASK, task_config=bigger, group_size=4, prompts_per_step=4,
+                            steps=4, init_from=ntp_dir))
+
+
+def test_an_rl_run_dir_refuses_another_seed_layout(tmp_path, ntp_dir):
+    config = dataclasses.replace(rl_config(ntp_dir), steps=2)
+    make_train(config, tmp_path)()
+    saved = checkpoint.steps(tmp_path)
+    with pytest.raises(ValueError, match="another seed layout"):
+        make_train(config, tmp_path)(jax.random.key(3))
+    assert checkpoint.steps(tmp_path) == saved and not list(tmp_path.rglob("*.bad*"))
 
 
 CHILD = textwrap.dedent("""

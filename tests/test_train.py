@@ -149,6 +149,30 @@ def test_load_params_restores_a_run_trained_from_one_key(tmp_path):
         load_params(tmp_path / "two", seed_index=2)
 
 
+def test_a_run_dir_refuses_another_seed_layout_and_keeps_its_checkpoints(tmp_path):
+    """Re-running into a finished run's directory with other keys (or another config) is an
+    error before anything is written: the saved checkpoints stay restorable, none is set
+    aside as damaged."""
+    config = dataclasses.replace(TINY, steps=4)
+    one, _ = make_train(config, tmp_path)(jax.random.key(7))
+    saved = sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir())
+    with pytest.raises(ValueError, match="another seed layout"):
+        make_train(config, tmp_path)(jax.random.split(jax.random.key(7), 2))
+    with pytest.raises(ValueError, match="another NTPConfig"):
+        make_train(dataclasses.replace(config, lr=0.5), tmp_path)(jax.random.key(7))
+    assert sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir()) == saved
+    _, loaded, _ = load_params(tmp_path)
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(one), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_damaged_config_file_is_named_in_the_error(tmp_path):
+    make_train(dataclasses.replace(TINY, steps=4), tmp_path)(jax.random.key(7))
+    (tmp_path / "ntp_config.json").write_text('{"broken')
+    with pytest.raises(ValueError, match="ntp_config.json is unreadable"):
+        load_params(tmp_path)
+
+
 def test_one_layer_model_learns_reversal():
     """The quickstart's model (1 layer, attention only, d_model 32) on 6-symbol strings."""
     from experiments import quickstart

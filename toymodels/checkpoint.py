@@ -28,6 +28,12 @@ import orbax.checkpoint as ocp
 CHECKSUM_FILE = "checksum.sha256"
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint whose checksum verifies (its files are exactly as saved) but which does not
+    fit the template: it belongs to another run (config, seed layout), not a damaged save, so
+    it is never set aside or overwritten."""
+
+
 class Skipped(NamedTuple):
     """A checkpoint that :func:`latest_good` or :func:`restore_latest` passed over, and why."""
 
@@ -127,7 +133,8 @@ def restore_latest(run_dir: Path | str, like: Any) -> tuple[int | None, Any, lis
 
     ``like`` is a template, or a function ``step -> template`` where the shapes depend on the
     step (metrics stacked over the steps so far). Returns ``(step, tree, skipped)``, or
-    ``(None, None, skipped)`` when there is none.
+    ``(None, None, skipped)`` when there is none. Raises :class:`CheckpointMismatch` when a
+    checkpoint verifies but does not restore into ``like`` (another run's layout).
     """
     skipped = []
     for step in reversed(steps(run_dir)):
@@ -136,8 +143,11 @@ def restore_latest(run_dir: Path | str, like: Any) -> tuple[int | None, Any, lis
         if reason is None:
             try:
                 return step, restore(path, like(step) if callable(like) else like), skipped
-            except Exception as err:  # noqa: BLE001 - any restore failure means: skip it
-                reason = f"restore failed: {type(err).__name__}: {str(err)[:200]}"
+            except Exception as err:  # noqa: BLE001 - the files are intact: not damage
+                raise CheckpointMismatch(
+                    f"checkpoint {path} is intact but does not fit this run's state "
+                    f"({type(err).__name__}: {str(err)[:200]}): it was saved by another "
+                    "config or seed layout; use a fresh run_dir") from err
         skipped.append(Skipped(step, path, reason))
     return None, None, skipped
 
@@ -162,11 +172,13 @@ def remove_partial(run_dir: Path | str) -> list[Path]:
 
 
 def set_aside(skipped: Skipped) -> Path:
-    """Rename a damaged checkpoint to ``<step>.bad`` (kept for inspection, ignored by
-    :func:`steps`), so that the step can be saved again."""
+    """Rename a damaged checkpoint to ``<step>.bad`` (``<step>.bad.1``, ... if that exists:
+    earlier ones are kept), ignored by :func:`steps`, so that the step can be saved again."""
     target = skipped.path.with_name(f"{skipped.step}.bad")
-    if target.exists():
-        shutil.rmtree(target)
+    n = 0
+    while target.exists():
+        n += 1
+        target = skipped.path.with_name(f"{skipped.step}.bad.{n}")
     skipped.path.rename(target)
     return target
 

@@ -42,6 +42,34 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``; a missing or unreadable file is a ``ValueError`` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ValueError(f"{path} does not exist: is this a run directory?") from err
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is unreadable ({err}): the file is damaged") from err
+
+
+def claim_json(path: Path, record: Any, what: str) -> None:
+    """Write ``record`` to ``path`` unless the file already holds a different one.
+
+    A run directory belongs to one run: a second run with another config or seed layout
+    would otherwise overwrite this record and make the checkpoints beside it unreadable.
+    ``what`` names the record in the error ("NTPConfig", "seed layout")."""
+    path = Path(path)
+    wanted = json.loads(json.dumps(record, default=_json_default))
+    if path.exists():
+        if read_json(path) != wanted:
+            raise ValueError(f"{path.parent} holds a run of another {what} ({path}); use a "
+                             "fresh run_dir")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+
+
 def write_config(run_dir: Path, config: Any) -> Path:
     path = Path(run_dir) / "config.json"
     write_json(path, to_dict(config))

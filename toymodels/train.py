@@ -16,7 +16,6 @@ Seed ``s`` uses ``jax.random.key(s)``, so seed 2 of a 4-seed run is the run with
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -216,11 +215,11 @@ def make_train(config: NTPConfig, run_dir: Path | str | None = None):
         carry = (parts.init_seeds if batched else parts.init_one)(keys)
         step_fn = parts.seeds_step if batched else parts.step
         if run_dir is not None:
-            _claim_run_dir(Path(run_dir), config)
+            runs.claim_json(Path(run_dir) / CONFIG_FILE, to_dict(config), "NTPConfig")
             # A run may train the config's seeds, other keys, or one key without a seed
             # axis: record which, so load_params restores the layout that was saved.
             layout = {"seed_axis": batched, "n_seeds": int(keys.shape[0]) if batched else 1}
-            runs.write_json(Path(run_dir) / LAYOUT_FILE, layout)
+            runs.claim_json(Path(run_dir) / LAYOUT_FILE, layout, "seed layout")
         result = loop.run_chunks(step_fn, carry, total_steps=config.steps,
                                  chunk_size=config.chunk_size, run_dir=run_dir,
                                  checkpoint_steps=keep, desc=f"ntp {config.task}")
@@ -232,16 +231,6 @@ def make_train(config: NTPConfig, run_dir: Path | str | None = None):
     return train
 
 
-def _claim_run_dir(run_dir: Path, config: NTPConfig) -> None:
-    """Write ``ntp_config.json``, refusing a directory that holds another config's run."""
-    path = run_dir / CONFIG_FILE
-    if path.exists() and json.loads(path.read_text()) != to_dict(config):
-        raise ValueError(f"{run_dir} holds a run of another NTPConfig ({path}); "
-                         "use a fresh run_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_json(path, to_dict(config))
-
-
 def load_params(run_dir: Path | str, seed_index: int | None = None, step: int | None = None):
     """``(graphdef, params, config)`` from a checkpoint of an NTP run: the newest good one,
     or the one at ``step`` (e.g. a log-spaced snapshot; ``ValueError`` if it is damaged).
@@ -249,11 +238,7 @@ def load_params(run_dir: Path | str, seed_index: int | None = None, step: int | 
     Params carry the seed axis of the run unless ``seed_index`` picks one seed.
     """
     run_dir = Path(run_dir)
-    config = from_dict(NTPConfig, json.loads((run_dir / CONFIG_FILE).read_text()))
-    layout_path = run_dir / LAYOUT_FILE
-    layout = json.loads(layout_path.read_text()) if layout_path.exists() else {}
-    seed_axis = layout.get("seed_axis", True)
-    n_seeds = layout.get("n_seeds", config.n_seeds)
+    config, seed_axis, n_seeds = run_layout(run_dir)
     if seed_index is not None and not 0 <= seed_index < n_seeds:
         raise ValueError(f"seed_index={seed_index} is not allowed: in [0, {n_seeds})")
     like = checkpoint_template(config, n_seeds=n_seeds, seed_axis=seed_axis)
@@ -264,7 +249,8 @@ def load_params(run_dir: Path | str, seed_index: int | None = None, step: int | 
             raise FileNotFoundError(f"no good checkpoint in {run_dir} ({reasons})")
     else:
         path = checkpoint.checkpoint_dir(run_dir) / str(step)
-        reason = checkpoint.verify(path) if path.is_dir() else "no such checkpoint"
+        reason = (checkpoint.verify(path) if path.is_dir() else
+                  f"no such checkpoint (saved steps: {checkpoint.steps(run_dir)})")
         if reason is not None:
             raise ValueError(f"checkpoint {path} is not usable: {reason}")
         tree = checkpoint.restore(path, like(step))
@@ -272,6 +258,16 @@ def load_params(run_dir: Path | str, seed_index: int | None = None, step: int | 
     if seed_index is not None and seed_axis:
         params = jax.tree.map(lambda x: x[seed_index], params)
     return _parts(config).graphdef, params, config
+
+
+def run_layout(run_dir: Path | str) -> tuple[NTPConfig, bool, int]:
+    """``(config, seed_axis, n_seeds)`` of the NTP run saved in ``run_dir``: which seeds its
+    checkpoints hold (runs saved before the layout file existed hold the config's seeds)."""
+    run_dir = Path(run_dir)
+    config = from_dict(NTPConfig, runs.read_json(run_dir / CONFIG_FILE))
+    layout_path = run_dir / LAYOUT_FILE
+    layout = runs.read_json(layout_path) if layout_path.exists() else {}
+    return config, layout.get("seed_axis", True), layout.get("n_seeds", config.n_seeds)
 
 
 def checkpoint_template(config: NTPConfig, n_seeds: int | None = None,

@@ -11,7 +11,7 @@ later one ("crosses and stays"; ``direction='below'`` for scores that fall, e.g.
 
 from __future__ import annotations
 
-import json
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -19,7 +19,6 @@ import jax
 import numpy as np
 
 from toymodels import checkpoint, train
-from toymodels.configs import from_dict
 
 DIRECTIONS = ("above", "below")
 
@@ -62,33 +61,36 @@ def scores_over_checkpoints(steps: Sequence[int], load: Callable[[int], object],
 
 def ntp_checkpoints(run_dir: Path | str, seed_index: int = 0):
     """``(graphdef, steps, load)`` for the checkpoints of an NTP run (``toymodels.train``):
-    ``load(step)`` restores that step's params of seed ``seed_index``."""
+    ``load(step)`` restores that step's params of seed ``seed_index``.
+
+    ``steps`` are the checkpoints whose checksum verifies; a damaged one is left out with a
+    warning that names it (a formation step read off the others may then move)."""
     run_dir = Path(run_dir)
-    config = from_dict(train.NTPConfig,
-                       json.loads((run_dir / train.CONFIG_FILE).read_text()))
-    if not 0 <= seed_index < config.n_seeds:
+    config, seed_axis, n_seeds = train.run_layout(run_dir)
+    if not 0 <= seed_index < n_seeds:
         raise ValueError(f"ntp_checkpoints: seed_index={seed_index} is not allowed: in "
-                         f"[0, {config.n_seeds})")
-    # The template of a saved tree, built as train.load_params builds it (that function
-    # restores only the newest step; see docs/interp.md for the public hook this wants).
-    parts = train._parts(config)
-    carry = jax.eval_shape(parts.init_seeds, train.seed_keys(config.seed, config.n_seeds))
-    step_shapes = jax.eval_shape(lambda c: parts.seeds_step(c, None)[1], carry)
-    graphdef = parts.graphdef
+                         f"[0, {n_seeds})")
+    like = train.checkpoint_template(config, n_seeds=n_seeds, seed_axis=seed_axis)
 
     def load(step: int):
-        like = {"carry": carry, "metrics": jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct((step, *s.shape), s.dtype), step_shapes)}
         path = checkpoint.checkpoint_dir(run_dir) / str(step)
         reason = checkpoint.verify(path)
         if reason is not None:
             raise ValueError(f"ntp_checkpoints: checkpoint {path} is not usable: {reason}")
-        tree = checkpoint.restore(path, like)
-        return jax.tree.map(lambda x: x[seed_index], tree["carry"]["params"])
+        params = checkpoint.restore(path, like(step))["carry"]["params"]
+        return jax.tree.map(lambda x: x[seed_index], params) if seed_axis else params
 
-    good = [s for s in checkpoint.steps(run_dir)
-            if checkpoint.verify(checkpoint.checkpoint_dir(run_dir) / str(s)) is None]
-    return graphdef, good, load
+    good, damaged = [], []
+    for step in checkpoint.steps(run_dir):
+        reason = checkpoint.verify(checkpoint.checkpoint_dir(run_dir) / str(step))
+        if reason is None:
+            good.append(step)
+        else:
+            damaged.append(f"{step} ({reason})")
+    if damaged:
+        warnings.warn(f"ntp_checkpoints: damaged checkpoints left out of {run_dir}: "
+                      + "; ".join(damaged), stacklevel=2)
+    return train._parts(config).graphdef, good, load
 
 
 def plot_formation(steps: Sequence[int], scores: Mapping[str, Sequence[float]], *,

@@ -12,7 +12,6 @@ by all seeds. With ``mesh``, the same step runs data-parallel (docs/distributed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
@@ -22,13 +21,14 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from toymodels import loop
+from toymodels import loop, runs
 from toymodels.configs import config_hash, to_dict
 from toymodels.rl.config import RLConfig
 from toymodels.rl.step import make_eval, make_optimizer, make_step
 from toymodels.train import load_params, make_task, seed_keys
 
 CONFIG_FILE = "rl_config.json"
+LAYOUT_FILE = "rl_layout.json"  # how many keys the checkpoints hold
 # Step functions by (config hash, graphdef, mesh): make_train again with the same config (e.g.
 # to resume) reuses the compiled chunk, which run_chunks caches per step function.
 _STEP_FNS: dict = {}
@@ -47,8 +47,14 @@ def load_init(config: RLConfig, init=None):
 
 
 def check_fits(task, rc, graphdef, params) -> None:
-    """ValueError unless the prompt and the completion budget fit the model's positions."""
-    max_len = nnx.merge(graphdef, params).config.max_len
+    """ValueError unless the task's tokens fit the model's vocabulary and the prompt and the
+    completion budget fit its positions."""
+    model_config = nnx.merge(graphdef, params).config
+    if task.vocab.size > model_config.vocab_size:
+        raise ValueError(f"RLConfig.task={rc.task!r} is not allowed with this model: the task's "
+                         f"vocabulary has {task.vocab.size} tokens, the model's "
+                         f"vocab_size={model_config.vocab_size}")
+    max_len = model_config.max_len
     if task.prompt_len + rc.max_new_tokens > max_len:
         raise ValueError(f"RLConfig.max_new_tokens={rc.max_new_tokens} is not allowed: prompt "
                          f"{task.prompt_len} + max_new_tokens > the model's max_len={max_len}")
@@ -91,8 +97,10 @@ def make_train(config: RLConfig, run_dir: Path | str | None = None, *, init=None
         if mesh is not None:
             carry = _place(carry, mesh, "seed" in axes)
         if run_dir is not None:
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            (Path(run_dir) / CONFIG_FILE).write_text(json.dumps(to_dict(config), indent=2))
+            runs.claim_json(Path(run_dir) / CONFIG_FILE, to_dict(config), "RLConfig")
+            runs.claim_json(Path(run_dir) / LAYOUT_FILE,
+                            {"seed_axis": not single, "n_seeds": int(keys.shape[0])},
+                            "seed layout")
         result = loop.run_chunks(step_fn, carry, total_steps=config.steps,
                                  chunk_size=config.chunk_size, run_dir=run_dir,
                                  desc=f"rl {config.task}")
