@@ -64,6 +64,9 @@ def load_run(run_dir: Path) -> RunRecord:
     manifest = manifest if isinstance(manifest, dict) else {}
     config = _read_json(run_dir / "config.json")
     claims = _read_json(run_dir / "claims.json")
+    status = str(manifest.get("status") or UNKNOWN)
+    if not isinstance(claims, list):  # say so: an empty table would read as "no claims"
+        status = "damaged: claims.json is unreadable"
     claims = [c for c in claims if isinstance(c, dict)] if isinstance(claims, list) else []
     name = str(manifest.get("experiment") or manifest.get("name") or run_dir.parent.name)
     wall = manifest.get("wall_s", manifest.get("wall_time_s"))
@@ -73,7 +76,7 @@ def load_run(run_dir: Path) -> RunRecord:
         path=run_dir, name=name, paper=str(manifest.get("paper") or UNKNOWN),
         description=_description(name), command=str(command),
         wall_s=float(wall) if isinstance(wall, int | float) else None,
-        status=str(manifest.get("status") or UNKNOWN),
+        status=status,
         config=config if isinstance(config, dict) else {}, claims=claims,
         figure=figure if figure.is_file() else None)
 
@@ -103,20 +106,29 @@ def _rel(path: Path, root: Path) -> str:
 CLAIM_COLS = ("name", "predicted", "measured", "tolerance", "holds", "note")
 
 
+def _summary(runs: list[RunRecord]) -> str:
+    """"N run(s); held/total claims hold", and how many runs are not complete."""
+    total = sum(len(r.claims) for r in runs)
+    text = f"{len(runs)} run(s); {sum(r.held for r in runs)}/{total} claims hold."
+    unfinished = [r for r in runs if r.status != "complete"]
+    if unfinished:
+        text += (f" {len(unfinished)} run(s) not complete (failed, running, damaged or "
+                 "unknown): see their Status.")
+    return text
+
+
 # ------------------------------------------------------------------------------ markdown
 def _md_cell(v) -> str:
     return _fmt(v).replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(runs: list[RunRecord], root: Path) -> str:
-    total = sum(len(r.claims) for r in runs)
-    held = sum(r.held for r in runs)
-    out = ["# toyreason report", "",
-           f"{len(runs)} run(s); {held}/{total} claims hold.", ""]
+    out = ["# toyreason report", "", _summary(runs), ""]
     if runs:
-        out += ["| figure | paper | claims held | wall time | run |", "|---|---|---|---|---|"]
-        out += [f"| {r.name} | {_md_cell(r.paper)} | {r.held}/{len(r.claims)} | {_wall(r)} "
-                f"| `{_rel(r.path, root)}` |" for r in runs]
+        out += ["| figure | paper | claims held | status | wall time | run |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {r.name} | {_md_cell(r.paper)} | {r.held}/{len(r.claims)} | "
+                f"{_md_cell(r.status)} | {_wall(r)} | `{_rel(r.path, root)}` |" for r in runs]
         out.append("")
     for r in runs:
         out += [f"## {r.name} — `{_rel(r.path, root)}`", ""]
@@ -154,17 +166,15 @@ def _img(path: Path, alt: str) -> str:
 
 
 def to_html(runs: list[RunRecord], root: Path) -> str:
-    total = sum(len(r.claims) for r in runs)
-    held = sum(r.held for r in runs)
     out = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">',
            "<title>toyreason report</title>", f"<style>{STYLE}</style></head><body>",
-           "<h1>toyreason report</h1>",
-           f"<p>{len(runs)} run(s); {held}/{total} claims hold.</p>"]
+           "<h1>toyreason report</h1>", f"<p>{_h(_summary(runs))}</p>"]
     if runs:
         out.append("<table><tr><th>figure</th><th>paper</th><th>claims held</th>"
-                   "<th>wall time</th><th>run</th></tr>")
+                   "<th>status</th><th>wall time</th><th>run</th></tr>")
         out += [f'<tr><td><a href="#run{i}">{_h(r.name)}</a></td><td>{_h(r.paper)}</td>'
-                f"<td>{r.held}/{len(r.claims)}</td><td>{_h(_wall(r))}</td>"
+                f"<td>{r.held}/{len(r.claims)}</td><td>{_h(r.status)}</td>"
+                f"<td>{_h(_wall(r))}</td>"
                 f"<td><code>{_h(_rel(r.path, root))}</code></td></tr>"
                 for i, r in enumerate(runs)]
         out.append("</table>")

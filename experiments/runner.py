@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from experiments import claims as C
+from tasks.core import check_seed
 from toymodels import loop, runs
 from toymodels.configs import from_dict, to_dict
+
+ATTEMPT_FILE = "attempt.json"  # the manifest of a rerun of a completed run, until it ends
 
 
 class ClaimsFailed(RuntimeError):
@@ -38,6 +41,7 @@ def validate(module: types.ModuleType, config: Any) -> Any:
     if not isinstance(config, module.Config):
         raise ValueError(f"config is a {type(config).__name__}, expected "
                          f"{module.__name__}.Config")
+    check_seed(module.NAME, "seed", config.seed)  # every figure: no silent aliasing
     rebuilt = from_dict(module.Config, json.loads(json.dumps(to_dict(config))))
     if rebuilt != config:
         raise ValueError("config does not survive a JSON round trip; use JSON-able fields")
@@ -56,7 +60,11 @@ def execute(module: types.ModuleType, config: Any, out_root: Path | str, *,
     manifest = dict(seeds=seeds, command=command,
                     extra={"experiment": module.NAME, "paper": module.PAPER,
                            "reproduce": reproduce_command(module, config)})
-    runs.write_manifest(run_dir, config, status="running", **manifest)
+    # A rerun of a completed run (same config hash: the same numbers) must not replace its
+    # manifest with "running" or "failed": the attempt is recorded beside it until it ends.
+    completed = (runs.manifest_status(run_dir) == "complete")
+    attempt = ATTEMPT_FILE if completed else runs.MANIFEST_FILE
+    runs.write_manifest(run_dir, config, status="running", filename=attempt, **manifest)
 
     t0, compile0 = time.perf_counter(), loop.compile_seconds()
     try:
@@ -66,19 +74,27 @@ def execute(module: types.ModuleType, config: Any, out_root: Path | str, *,
         found = module.claims(result, config)
     except BaseException as err:
         manifest["extra"]["error"] = f"{type(err).__name__}: {err}"
-        runs.write_manifest(run_dir, config, status="failed",
+        runs.write_manifest(run_dir, config, status="failed", filename=attempt,
                             wall_s=time.perf_counter() - t0, **manifest)
         raise
     C.write_claims(found, run_dir / "claims.json")
-    print(f"{module.NAME}: {run_dir}")
-    print(C.table(found))
     failed = [c.name for c in found if not c.holds]
     manifest["extra"]["claims_held"] = f"{len(found) - len(failed)}/{len(found)}"
     runs.write_manifest(run_dir, config, status="complete", wall_s=time.perf_counter() - t0,
-                        compile_s=loop.compile_seconds() - compile0, **manifest)
+                        compile_s=_compile_seconds_since(compile0), **manifest)
+    (run_dir / ATTEMPT_FILE).unlink(missing_ok=True)
+    print(f"{module.NAME}: {run_dir}")  # after the files: a closed stdout loses nothing
+    print(C.table(found))
     if strict and failed:
         raise ClaimsFailed(run_dir, failed)
     return run_dir
+
+
+def _compile_seconds_since(start: float) -> float | None:
+    """Compile time measured by ``toymodels.loop`` since ``start``; None (not 0) for figures
+    that compile outside it, whose compile time is not measured."""
+    spent = loop.compile_seconds() - start
+    return spent if spent > 0 else None
 
 
 def reproduce_command(module: types.ModuleType, config: Any) -> str:

@@ -51,14 +51,15 @@ def test_report_lists_every_run_with_its_claims_figure_and_command(tmp_path):
     md, page = md_path.read_text(), html_path.read_text()
 
     assert "2 run(s); 2/3 claims hold." in md
-    assert "| fig-one | Somebody 2025, arXiv 1234.5678 | 1/2 | 12.3 s | `fig-one/abc123` |" in md
+    assert ("| fig-one | Somebody 2025, arXiv 1234.5678 | 1/2 | complete | 12.3 s "
+            "| `fig-one/abc123` |") in md
     assert "`toyreason run fig-one --seed 0 --seeds 5`" in md
     assert "![fig-one](fig-one/abc123/figure.png)" in md
     assert "| exponent | 2 | 1 | 0.1 | NO |  |" in md
     assert "note a\\|b" in md  # a '|' in a note must not break the table
     assert '"eta": 0.02' in md
     # The partial run is named after its parent directory and reported as unknown.
-    assert "| fig-two | unknown | 1/1 | unknown | `nested/fig-two/def456` |" in md
+    assert "| fig-two | unknown | 1/1 | unknown | unknown | `nested/fig-two/def456` |" in md
 
     # HTML: self-contained (the PNG inline as base64), failed claims marked, text escaped.
     assert "data:image/png;base64," + base64.b64encode(_png_1x1()).decode() in page
@@ -86,6 +87,19 @@ def test_report_of_an_empty_directory_and_of_a_missing_one(tmp_path):
 
 
 # ----------------------------------------------------------------------- harness helpers
+def test_report_says_which_runs_are_not_complete(tmp_path):
+    """A damaged claims.json and a failed run are named in the summary and their Status,
+    never shown as a run with no claims."""
+    ok = [Claim("a", 1, 1.0, 0.1, True, "")]
+    _make_run(tmp_path, "fig", "good", ok, manifest={"status": "complete"})
+    bad = _make_run(tmp_path, "fig", "broken", ok, manifest={"status": "complete"})
+    (bad / "claims.json").write_text('{"broken')
+    _make_run(tmp_path, "fig", "crashed", ok, manifest={"status": "failed"})
+    md = report.build(tmp_path)[0].read_text()
+    assert "3 run(s); 2/2 claims hold. 2 run(s) not complete" in md
+    assert "damaged: claims.json is unreadable" in md and "| failed |" in md
+
+
 def test_seed_aggregate_t_interval():
     # (1, 2, 3): mean 2, s = 1, sem = 1/sqrt 3, t_{0.975, 2} = 4.3027: 2 ± 2.4841
     agg = harness.seed_aggregate([1.0, 2.0, 3.0])

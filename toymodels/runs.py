@@ -26,6 +26,7 @@ import numpy as np
 
 from toymodels.configs import config_hash, to_dict
 
+MANIFEST_FILE = "manifest.json"
 PACKAGES = ("toyreason", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "chex")
 
 
@@ -78,7 +79,8 @@ def write_config(run_dir: Path, config: Any) -> Path:
 
 def write_manifest(run_dir: Path, config: Any, *, seeds: list[int], command: str = "",
                    wall_s: float | None = None, compile_s: float | None = None,
-                   status: str = "complete", extra: dict | None = None) -> Path:
+                   status: str = "complete", extra: dict | None = None,
+                   filename: str = MANIFEST_FILE) -> Path:
     """``manifest.json``: what ran, where, with which software, and how to run it again."""
     manifest = {
         "config_hash": config_hash(config),
@@ -96,9 +98,17 @@ def write_manifest(run_dir: Path, config: Any, *, seeds: list[int], command: str
         "argv": sys.argv,
     }
     manifest.update(extra or {})
-    path = Path(run_dir) / "manifest.json"
+    path = Path(run_dir) / filename
     write_json(path, manifest)
     return path
+
+
+def manifest_status(run_dir: Path) -> str | None:
+    """The ``status`` recorded in ``run_dir/manifest.json``; None if absent or unreadable."""
+    try:
+        return json.loads((Path(run_dir) / MANIFEST_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def package_versions() -> dict[str, str | None]:
