@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
 
 import jax
@@ -141,12 +142,15 @@ class Config:
             raise ValueError("need n_actions >= 2 and n_states >= 3")
         if not 0.0 < self.reward_rate < 1.0:
             raise ValueError(f"reward_rate must lie in (0, 1), got {self.reward_rate}")
-        if not (self.eta > 0 and self.logit_scale >= 0):
-            raise ValueError("eta must be > 0 and logit_scale >= 0")
+        if not (0 < self.eta < math.inf and 0 <= self.logit_scale < math.inf):
+            raise ValueError("eta must be finite and > 0, logit_scale finite and >= 0")
         grid = tuple(float(x) for x in self.eta_grid)
-        if len(grid) < 3 or any(x <= 0 for x in grid) or list(grid) != sorted(set(grid)):
-            raise ValueError(f"eta_grid needs >= 3 increasing positive values, got {grid}")
+        if (len(grid) < 3 or not all(0 < x < math.inf for x in grid)
+                or list(grid) != sorted(set(grid))):
+            raise ValueError(f"eta_grid needs >= 3 increasing finite positive values, got {grid}")
         object.__setattr__(self, "eta_grid", grid)
+        if self.grpo is not None and self.grpo.enabled:  # None: part (a)'s cache key
+            _grpo_configs(self)  # task, model and RL fields: checked before part (a) runs
 
 
 def quick_config() -> Config:
@@ -248,29 +252,38 @@ def run(config: Config, run_dir: Path) -> dict:
 
 
 # ------------------------------------------------------------ parts (b), (c): transformer
-def _run_grpo(config: Config) -> dict:
-    """NTP-pretrain one base model, then GRPO for n_seeds vmapped seeds (float32)."""
-    from tasks import make
+def _grpo_configs(config: Config):
+    """``(NTPConfig, RLConfig)`` of parts (b), (c); building them validates the task and
+    every field (``Config`` does it before anything runs)."""
     from toymodels.config import ModelConfig
     from toymodels.rl.config import RLConfig
+    from toymodels.train import NTPConfig, make_task
+
+    g = config.grpo
+    task = make_task(g)
+    model = ModelConfig(vocab_size=task.vocab.size, n_layers=1, n_heads=2, d_model=g.d_model,
+                        d_mlp=g.d_mlp, max_len=task.prompt_len + task.max_target_len)
+    ntp = NTPConfig(model=model, task=g.task, task_config=dict(g.task_config),
+                    steps=g.ntp_steps, lr=g.ntp_lr, warmup_steps=10, chunk_size=g.ntp_steps,
+                    seed=config.seed)
+    rl = RLConfig(task=g.task, task_config=dict(g.task_config), advantage="grpo",
+                  group_size=g.group_size, prompts_per_step=g.prompts_per_step, lr=g.rl_lr,
+                  steps=g.rl_steps, chunk_size=g.rl_steps, eval_every=g.eval_every,
+                  eval_n=g.eval_n, passk_ks=(1, g.eval_samples), seed=config.seed,
+                  n_seeds=config.n_seeds)
+    return ntp, rl
+
+
+def _run_grpo(config: Config) -> dict:
+    """NTP-pretrain one base model, then GRPO for n_seeds vmapped seeds (float32)."""
     from toymodels.rl.train import make_train as make_rl
-    from toymodels.train import NTPConfig
     from toymodels.train import make_train as make_ntp
 
     g = config.grpo
-    task = make(g.task, **g.task_config)
-    model = ModelConfig(vocab_size=task.vocab.size, n_layers=1, n_heads=2, d_model=g.d_model,
-                        d_mlp=g.d_mlp, max_len=task.prompt_len + task.max_target_len)
-    ntp = make_ntp(NTPConfig(model=model, task=g.task, task_config=dict(g.task_config),
-                             steps=g.ntp_steps, lr=g.ntp_lr, warmup_steps=10,
-                             chunk_size=g.ntp_steps, seed=config.seed))
+    ntp_config, rl_config = _grpo_configs(config)
+    ntp = make_ntp(ntp_config)
     params, ntp_metrics = ntp(jax.random.key(config.seed))
-    rl = make_rl(RLConfig(task=g.task, task_config=dict(g.task_config), advantage="grpo",
-                          group_size=g.group_size, prompts_per_step=g.prompts_per_step,
-                          lr=g.rl_lr, steps=g.rl_steps, chunk_size=g.rl_steps,
-                          eval_every=g.eval_every, eval_n=g.eval_n,
-                          passk_ks=(1, g.eval_samples), seed=config.seed,
-                          n_seeds=config.n_seeds), init=(ntp.graphdef, params))
+    rl = make_rl(rl_config, init=(ntp.graphdef, params))
     m = {k: np.asarray(v, dtype=np.float64).T for k, v in rl()[1].items()}  # [seeds, steps]
     evals = np.arange(0, g.rl_steps, g.eval_every)
     h_eval, r_eval = m["entropy"][:, evals], m["pass@1"][:, evals]

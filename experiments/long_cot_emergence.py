@@ -112,6 +112,17 @@ class Config:
             raise ValueError("rl_steps must be a multiple of log_every with >= 4 logs")
         if not 0.5 <= self.q_star < 1 or self.ntp_lr <= 0 or self.rl_lr <= 0:
             raise ValueError("q_star must lie in [0.5, 1) and the lrs be > 0")
+        _rl_config(self)  # the RL fields, checked by RLConfig before anything runs
+
+
+def _rl_config(config: Config):
+    """The RL stage's ``RLConfig`` (its lengths are filled in by ``resolved(task)``)."""
+    from toymodels.rl.config import RLConfig
+
+    return RLConfig(task="arith/parity", task_config={"n_bits": config.n_bits},
+                    advantage=config.advantage, group_size=config.group_size,
+                    prompts_per_step=config.prompts_per_step, lr=config.rl_lr,
+                    steps=config.rl_steps)
 
 
 def quick_config() -> Config:
@@ -181,16 +192,12 @@ def _evaluator(graphdef, task, config: Config):
 
 def run(config: Config, run_dir: Path) -> dict:
     """NTP bases, then RL; returns numpy arrays [p, seeds, ...] and the predictions."""
-    from toymodels.rl.config import RLConfig
     from toymodels.rl.step import make_optimizer, make_step
     from toymodels.train import seed_keys
 
     long_task, short_task = _tasks(config)
     graphdef, bases = _ntp_bases(config, long_task, short_task)
-    rc = RLConfig(task="arith/parity", task_config={"n_bits": config.n_bits},
-                  advantage=config.advantage, group_size=config.group_size,
-                  prompts_per_step=config.prompts_per_step, lr=config.rl_lr,
-                  steps=config.rl_steps).resolved(long_task)
+    rc = _rl_config(config).resolved(long_task)
     rl_step = make_step(graphdef, long_task, rc)  # prompts and reward do not depend on p
     opt = make_optimizer(rc)
     evaluate = _evaluator(graphdef, long_task, config)

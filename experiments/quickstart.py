@@ -22,7 +22,7 @@ import numpy as np
 
 from experiments import claims as C
 from experiments import harness
-from tasks.core import check, check_int, check_prob
+from tasks.core import check, check_int, check_prob, check_seed
 from toymodels.config import ModelConfig
 from toymodels.train import NTPConfig, evaluate, make_task, make_train
 
@@ -56,7 +56,7 @@ class Config:
         for name in ("n_seeds", "n_layers", "n_heads", "d_model", "steps", "batch_size",
                      "chunk_size", "n_eval"):
             check_int(o, name, getattr(self, name), 1)
-        check_int(o, "seed", self.seed, 0)
+        check_seed(o, "seed", self.seed)
         check_int(o, "d_mlp", self.d_mlp, 0)
         check_int(o, "warmup_steps", self.warmup_steps, 0, self.steps - 1)
         check(isinstance(self.lr, float | int) and self.lr > 0, o, "lr", self.lr, "a number > 0")

@@ -156,6 +156,17 @@ def check(ok: bool, owner: str, field: str, value: Any, allowed: str) -> None:
         raise ValueError(f"{owner}.{field}={value!r} is not allowed: {allowed}")
 
 
+# jax.random.key keeps only the low 32 bits of a seed (key(2**32 + 5) is key(5)), so larger
+# seeds would alias silently; 2**31 leaves room for the fixed offsets some runs add to a seed
+# (e.g. the RL held-out key, seed + 1_000_003) and for seed + n_seeds.
+MAX_SEED = 2**31 - 1
+
+
+def check_seed(owner: str, field: str, value: Any) -> None:
+    """A seed: an integer in [0, MAX_SEED]."""
+    check_int(owner, field, value, 0, MAX_SEED)
+
+
 def check_int(owner: str, field: str, value: Any, lo: int, hi: int | None = None) -> None:
     ok = isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= lo
     ok = ok and (hi is None or value <= hi)

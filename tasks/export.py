@@ -32,7 +32,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from tasks.core import PAD, Task, make, resolve
+from tasks.core import PAD, Task, check_seed, make, resolve
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
@@ -111,8 +111,7 @@ def export_jsonl(task: Task, n: int, seed: int, path, split: str = "train") -> P
     """Write ``n`` examples of ``task`` to ``path`` (JSONL), atomically. Returns the path."""
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"export n={n!r} is not allowed: an integer >= 1")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"export seed={seed!r} is not allowed: an integer >= 0")
+    check_seed("export", "seed", seed)
     path = Path(path)
     lines = [json.dumps(r, separators=(",", ":")) for r in example_records(task, n, seed, split)]
     path.parent.mkdir(parents=True, exist_ok=True)

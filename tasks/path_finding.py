@@ -56,6 +56,7 @@ from tasks.core import (
     check,
     check_int,
     check_prob,
+    check_seed,
     eos_index,
     reference_eos_index,
     register,
@@ -78,7 +79,7 @@ class PathFindingConfig:
         check(self.edge_prob > 0, NAME, "edge_prob", self.edge_prob, "a probability in (0, 1]")
         check_int(NAME, "paths_per_pair", self.paths_per_pair, 1, 1000)
         check_prob(NAME, "train_frac", self.train_frac)
-        check_int(NAME, "graph_seed", self.graph_seed, 0)
+        check_seed(NAME, "graph_seed", self.graph_seed)
 
 
 @dataclasses.dataclass(frozen=True)

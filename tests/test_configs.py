@@ -74,13 +74,32 @@ def test_override_dict_field_by_entry_and_whole():
     ("nope=1", r"^nope: unknown key; allowed: inner, flag, widths"),
     ("inner.nope=1", r"^inner\.nope: unknown key; allowed: lr, steps, name$"),
     ("flag.x=1", r"^flag: is not a nested config"),
-    ("inner.steps=0", r"^inner\.steps=0: Inner\.steps=0 is not allowed"),
+    ("inner.steps=0", r"^inner: Inner\.steps=0 is not allowed.*\(with inner\.steps=0\)$"),
     ("no_equals_sign", r"^no_equals_sign: expected key=value$"),
 ])
 def test_bad_override_is_one_clear_error_naming_the_full_key(item, message):
     with pytest.raises(ValueError, match=message) as info:
         override(Outer(), [item])
     assert "\n" not in str(info.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    steps: int = 10
+    log_every: int = 5
+
+    def __post_init__(self):
+        if self.steps % self.log_every:
+            raise ValueError(f"steps={self.steps} must be a multiple of log_every")
+
+
+def test_override_validates_once_after_every_assignment():
+    """``steps=12`` alone is invalid with log_every=5; together with log_every=4 it is not,
+    whichever comes first."""
+    for items in (["steps=12", "log_every=4"], ["log_every=4", "steps=12"]):
+        assert override(Schedule(), items) == Schedule(12, 4)
+    with pytest.raises(ValueError, match=r"multiple of log_every \(with steps=12\)$"):
+        override(Schedule(), ["steps=12"])
 
 
 def test_hash_is_stable_and_changes_with_any_value():

@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"toyreason: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # the reader of stdout (``| head``) left: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 # --------------------------------------------------------------------------- commands
@@ -98,9 +101,9 @@ def _run(args, argv) -> int:
     config = module.quick_config() if args.quick else module.Config()
     for flag, key, value in (("--seed", "seed", args.seed), ("--seeds", "n_seeds", args.seeds)):
         if value is not None:
-            config = _apply(config, f"{key}={value}", flag=f"{flag} {value}")
-    for item in args.set:
-        config = _apply(config, item)
+            config = _apply(config, [f"{key}={value}"], flag=f"{flag} {value}")
+    if args.set:
+        config = _apply(config, args.set)
     try:
         config = runner.validate(module, config)
     except ValueError as err:
@@ -142,11 +145,13 @@ def _export(args, argv) -> int:
         raise UsageError(str(err)) from None
     if args.n < 1:
         raise UsageError(f"--n {args.n}: expected an integer >= 1")
+    from tasks.core import MAX_SEED
+
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed {args.seed}: expected an integer in [0, {MAX_SEED}]")
     if args.split not in cls.splits:
         raise UsageError(f"--split {args.split}: expected one of {', '.join(cls.splits)}")
-    config = cls.Config()
-    for item in args.set:
-        config = _apply(config, item)
+    config = _apply(cls.Config(), args.set) if args.set else cls.Config()
     task = cls(config)
     out = Path(args.out)
     if out.is_dir() or not out.parent.is_dir():
@@ -168,12 +173,12 @@ def _export(args, argv) -> int:
 
 
 # --------------------------------------------------------------------------- helpers
-def _apply(config, item: str, flag: str | None = None):
-    """One ``key=value`` override; a bad one becomes a one-line usage error."""
+def _apply(config, items: list[str], flag: str | None = None):
+    """``key=value`` overrides, validated together; a bad one is a one-line usage error."""
     from toymodels.configs import override
 
     try:
-        return override(config, [item])
+        return override(config, items)
     except ValueError as err:
         if flag is None:
             raise UsageError(f"--set {err}") from None
@@ -181,8 +186,12 @@ def _apply(config, item: str, flag: str | None = None):
 
 
 def _check_out_dir(path: Path, flag: str) -> None:
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{flag} {path}: exists and is not a directory")
+    """The directory, or its nearest existing ancestor, must be a directory."""
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise UsageError(f"{flag} {path}: {existing} exists and is not a directory")
+            return
 
 
 if __name__ == "__main__":

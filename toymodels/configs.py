@@ -60,14 +60,20 @@ def from_dict(cls: type, d: dict, *, prefix: str = "") -> Any:
 
 
 def override(config: Any, assignments: list[str] | tuple[str, ...]) -> Any:
-    """Apply ``"dotted.key=value"`` strings in order; returns a new, re-validated config."""
+    """Apply ``"dotted.key=value"`` strings in order to the config's dict form, then rebuild
+    and validate it once: values valid only together (``steps`` with ``log_every``, ``task``
+    with ``task_config``) may be given in any order."""
+    data = to_dict(config)
     for item in assignments:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"{item}: expected key=value")
-        config = _set_path(config, key.split("."), raw, key)
-    return config
+        _set_path(config, data, key.split("."), raw, key)
+    try:
+        return from_dict(type(config), data)
+    except ValueError as err:
+        raise ValueError(f"{err} (with {'; '.join(assignments)})") from None
 
 
 def config_hash(config: Any) -> str:
@@ -90,7 +96,9 @@ def _construct(cls: type, kwargs: dict, where: str) -> Any:
         raise ValueError(f"{where or cls.__name__}: {err}") from None
 
 
-def _set_path(config: Any, path: list[str], raw: str, full: str) -> Any:
+def _set_path(config: Any, data: dict, path: list[str], raw: str, full: str) -> None:
+    """Set ``path`` in ``data`` (the dict form of ``config``, whose field types it reads),
+    coercing ``raw`` by the field's annotation; validation is left to ``from_dict``."""
     name, rest = path[0], path[1:]
     names = [f.name for f in dataclasses.fields(config)]
     done = full[: len(full) - len(".".join(path))]  # the part of the key already walked
@@ -99,17 +107,14 @@ def _set_path(config: Any, path: list[str], raw: str, full: str) -> Any:
     annotation = _hints(type(config))[name]
     current = getattr(config, name)
     if not rest:
-        value = _coerce(raw, annotation, full, from_string=True)
-    elif dataclasses.is_dataclass(current):
-        value = _set_path(current, rest, raw, full)
+        data[name] = _to_json(_coerce(raw, annotation, full, from_string=True))
+    elif dataclasses.is_dataclass(current) and isinstance(data[name], dict):
+        _set_path(current, data[name], rest, raw, full)
     elif isinstance(current, dict) and (annotation is dict or _origin(annotation) is dict):
-        value = _set_dict_entry(current, rest, raw)
+        inner = data[name] if isinstance(data[name], dict) else {}
+        data[name] = _set_dict_entry(inner, rest, raw)
     else:
         raise ValueError(f"{done}{name}: is not a nested config; cannot set {full}")
-    try:
-        return dataclasses.replace(config, **{name: value})
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{full}={raw}: {err}") from None
 
 
 def _set_dict_entry(d: dict, path: list[str], raw: str) -> dict:

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 import tasks
-from tasks.core import PAD, check, check_int
+from tasks.core import PAD, check, check_int, check_seed
 from toymodels import checkpoint, loop, model, runs
 from toymodels.config import ModelConfig
 from toymodels.configs import config_hash, from_dict, to_dict
@@ -76,7 +76,7 @@ class NTPConfig:
         check_int(o, "warmup_steps", self.warmup_steps, 0, self.steps - 1)
         check_int(o, "chunk_size", self.chunk_size, 1)
         check_int(o, "n_log_checkpoints", self.n_log_checkpoints, 0)
-        check_int(o, "seed", self.seed, 0)
+        check_seed(o, "seed", self.seed)
         check_int(o, "n_seeds", self.n_seeds, 1)
         for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio"):
             value = getattr(self, name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tasks.core import check, check_int
+from tasks.core import check, check_int, check_seed
 from toymodels.rl.advantages import ADVANTAGE_ESTIMATORS, DEFAULT_SCALE_REWARDS, SCALE_REWARDS
 from toymodels.rl.objectives import DEFAULT_LOSS_AGG, KL_NAMES, LOSS_AGGREGATIONS
 
@@ -117,7 +117,7 @@ class RLConfig:
         ks_ok = isinstance(self.passk_ks, tuple) and len(self.passk_ks) > 0 and all(
             isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.passk_ks)
         check(ks_ok, o, "passk_ks", self.passk_ks, "a non-empty tuple of integers >= 1")
-        check_int(o, "seed", self.seed, 0)
+        check_seed(o, "seed", self.seed)
         check_int(o, "n_seeds", self.n_seeds, 1)
         check(self.init_from is None or isinstance(self.init_from, str), o, "init_from",
               self.init_from, "None or an NTP run directory (str)")
