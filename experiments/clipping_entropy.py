@@ -269,29 +269,18 @@ def run(config: Config, run_dir: Path) -> dict:
 
 
 # --------------------------------------------------------------------------------- claims
-def _sign_claim(name, sign, values, note):
-    """Holds iff the 95 % t-interval of sign · values lies above 0 (measured: its lower
-    end; the mean of the raw values is in the note)."""
-    agg = harness.seed_aggregate(float(sign) * np.asarray(values))
-    raw = harness.seed_aggregate(values)
-    return C.Claim(name, f"sign {float(sign):+g}", float(agg.lo), "95% CI of sign*x > 0",
-                   bool(np.isfinite(agg.lo) and agg.lo > 0),
-                   f"{note}; mean {raw.mean:.4f}, 95% CI [{raw.lo:.4f}, {raw.hi:.4f}] over "
-                   f"{raw.n} seeds")
-
-
 def claims(result: dict, config: Config) -> list[C.Claim]:
     s, e = config.eps_sym, config.eps_small
     out = [
-        _sign_claim("sym clip (0.2, 0.2): entropy change", result["sign_sym"],
+        harness.sign_claim("sym clip (0.2, 0.2): entropy change", result["sign_sym"],
                     result["sym_dh"], f"eps=({s:g}, {s:g}), {config.epochs} epochs"),
-        _sign_claim("small eps_low: entropy change", result["sign_low"], result["low_dh"],
+        harness.sign_claim("small eps_low: entropy change", result["sign_low"], result["low_dh"],
                     f"eps=({e:g}, {s:g})"),
-        _sign_claim("small eps_high minus sym: entropy change", result["sign_high_vs_sym"],
+        harness.sign_claim("small eps_high minus sym: entropy change", result["sign_high_vs_sym"],
                     result["high_dh"] - result["sym_dh"], f"eps=({s:g}, {e:g}), paired"),
-        _sign_claim("sym clip: base mode probability change", result["sign_mode"],
+        harness.sign_claim("sym clip: base mode probability change", result["sign_mode"],
                     result["sym_dmode"], "pi(argmax of the base logits), mean over contexts"),
-        _sign_claim("small eps_high: base mode probability change", result["sign_mode_high"],
+        harness.sign_claim("small eps_high: base mode probability change", result["sign_mode_high"],
                     result["high_dmode"], "added after the pilot (seeds 0-4) showed the sym "
                     "claim failing"),
     ]

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.claims import Claim
+
 
 # --------------------------------------------------------------------------- statistics
 def t_quantile(df: int, q: float = 0.975) -> float:
@@ -119,6 +121,18 @@ def loglog_fit(x, y) -> LinearFit:
 
 # ---------------------------------------------------------------- wrong predictions
 WRONG_KINDS = ("flip", "double")
+
+
+def sign_claim(name: str, sign: float, values, note: str):
+    """A predicted sign over seeds: holds iff the 95 % t-interval of ``sign * values`` lies
+    above 0. ``measured`` is the seed mean of ``values`` (sign as measured); the interval's
+    lower end, which decides, is in ``tolerance``."""
+    agg = seed_aggregate(float(sign) * np.asarray(values))
+    raw = seed_aggregate(values)
+    return Claim(name, f"sign {float(sign):+g}", float(raw.mean),
+                 f"95% CI of sign*x > 0: lower end {agg.lo:.4g}",
+                 bool(np.isfinite(agg.lo) and agg.lo > 0),
+                 f"{note}; 95% CI [{raw.lo:.4f}, {raw.hi:.4f}] over {raw.n} seeds")
 
 
 def pick_rows(take, first, second):

@@ -240,14 +240,6 @@ def stats(result, config: Config) -> dict:
             else float("nan"), "n": n}
 
 
-def _sign_claim(name, sign, values, note):
-    agg = harness.seed_aggregate(float(sign) * np.asarray(values))
-    raw = harness.seed_aggregate(values)
-    return C.Claim(name, f"sign {float(sign):+g}", float(agg.lo), "95% CI of sign*x > 0",
-                   bool(np.isfinite(agg.lo) and agg.lo > 0),
-                   f"{note}; mean {raw.mean:.4f}, 95% CI [{raw.lo:.4f}, {raw.hi:.4f}]")
-
-
 def claims(result: dict, config: Config) -> list[C.Claim]:
     s = stats(result, config)
     f_u = harness.seed_aggregate(s["F_U"])
@@ -258,8 +250,8 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
                    f"{int(result['ntp_steps_taken'])} next-token steps (guard ntp_max_steps "
                    f"{config.ntp_max_steps}); short of it, the base is not mid-transition and "
                    "the claims below describe another base"),
-        _sign_claim("pass@1: RL - base", result["sign_k1"], s["d1"], "RL wins at k = 1"),
-        _sign_claim(f"pass@k, k >= {int(np.sqrt(s['n']))}: base - RL", result["sign_kmax"],
+        harness.sign_claim("pass@1: RL - base", result["sign_k1"], s["d1"], "RL wins at k = 1"),
+        harness.sign_claim(f"pass@k, k >= {int(np.sqrt(s['n']))}: base - RL", result["sign_kmax"],
                     s["dmax"],
                     f"crossing k* = {s['k_star']:g} (seed-mean curves)"),
         C.at_most("base-unsolved problems RL solves (expected fraction)", s["bound"],
@@ -269,7 +261,7 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
                   f"{s['ll_excluded']:.1f}; 95% CI [{f_u.lo:.3f}, {f_u.hi:.3f}]"),
         C.at_least("solved fraction: base-sometimes minus base-never", SUPPORT_GAP, gap.mean,
                    f"F_S mean {np.mean(s['F_S']):.3f}; gap 95% CI [{gap.lo:.3f}, {gap.hi:.3f}]"),
-        _sign_claim("winner-take-all: Spearman(base log pi, d log pi)", result["sign_wta"],
+        harness.sign_claim("winner-take-all: Spearman(base log pi, d log pi)", result["sign_wta"],
                     s["rho"], "problems outside the excluded class; mean d log pi of the top "
                     f"quarter {np.mean(s['top']):+.3f}, bottom {np.mean(s['bottom']):+.3f}; "
                     f"variance of d log pi: common shift {s['var_common']:.3f}, shared by the "
@@ -299,11 +291,11 @@ def strategies_claims(result: dict, config: Config) -> list[C.Claim]:
     else:
         theory = "kernel ratio not computed (kernel_diagnostic off, as in quick mode)"
     return [
-        _sign_claim("strategies: winner-take-all Spearman(base log p, d log p)",
+        harness.sign_claim("strategies: winner-take-all Spearman(base log p, d log p)",
                     result["sign_wta_strategies"], st["rho"],
                     f"{setup}; mean d log p S_A {np.mean(st['d_a']):+.3f}, S_B "
                     f"{np.mean(st['d_b']):+.3f}"),
-        _sign_claim("strategies: S_B-only problems lose (mean d log p)",
+        harness.sign_claim("strategies: S_B-only problems lose (mean d log p)",
                     result["sign_interference"], st["d_b"],
                     f"negative interference; {theory}; base execution >= "
                     f"{float(result['strat_execution']):.3f}"),
