@@ -120,7 +120,7 @@ class AdditionTask(Task):
         return jnp.stack([a, b]).astype(jnp.int32)
 
     def sample(self, key, n: int, split: str = "train") -> Batch:
-        self._check_split(split)
+        self._check_sample(n, split)
         c, D, v = self.config, self.width, self.vocab
         k_len, k_dig = jax.random.split(key)
         nd = self._digit_counts(k_len, n, split)

@@ -226,6 +226,11 @@ class Task:
     def _check_split(self, split: str) -> None:
         check(split in self.splits, self.name, "split", split, f"one of {self.splits}")
 
+    def _check_sample(self, n: int, split: str) -> None:
+        """``sample``'s arguments: a clear error, not a JAX shape error, for a bad ``n``."""
+        check_int(self.name, "sample n", n, 1)
+        self._check_split(split)
+
 
 _REGISTRY: dict[str, type[Task]] = {}
 

@@ -66,7 +66,7 @@ class CountdownTask(Task):
 
     # ------------------------------------------------------------------ sampling
     def sample(self, key, n: int, split: str = "train") -> Batch:
-        self._check_split(split)
+        self._check_sample(n, split)
         c, v, k, W = self.config, self.vocab, self.config.n_numbers, self.expr_width
         k_nums, k_tree = jax.random.split(key)
         numbers = jax.random.randint(k_nums, (n, k), 1, c.max_number + 1, jnp.int32)

@@ -69,7 +69,7 @@ class ModularSumTask(Task):
         self.max_target_len = config.n_steps + 1
 
     def sample(self, key, n: int, split: str = "train") -> Batch:
-        self._check_split(split)
+        self._check_sample(n, split)
         c, v = self.config, self.vocab
         terms = jax.random.randint(key, (n, c.n_terms), 0, c.modulus, jnp.int32)
         step = c.n_terms // c.n_steps

@@ -70,7 +70,7 @@ class MultiplicationTask(Task):
         self.max_target_len = scratch + self.answer_width + 1
 
     def sample(self, key, n: int, split: str = "train") -> Batch:
-        self._check_split(split)
+        self._check_sample(n, split)
         c, v, W = self.config, self.vocab, self.answer_width
         k_a, k_b = jax.random.split(key)
         a = jax.random.randint(k_a, (n,), 0, 10**c.digits_a, jnp.int32)

@@ -79,7 +79,7 @@ class ParityTask(Task):
         self.max_target_len = config.n_bits + 1
 
     def sample(self, key, n: int, split: str = "train") -> Batch:
-        self._check_split(split)
+        self._check_sample(n, split)
         c, v, d = self.config, self.vocab, self.config.n_bits
         k_bits, k_mode = jax.random.split(key)
         bits = jax.random.randint(k_bits, (n, d), 0, 2, jnp.int32)

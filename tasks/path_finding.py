@@ -225,7 +225,7 @@ class PathFinding(Task):
         self._cat_jnp, self._deg_jnp = jnp.asarray(self.category), jnp.asarray(self.degree)
 
     def sample(self, key, n, split="train"):
-        self._check_split(split)
+        self._check_sample(n, split)
         st, rows = self._tables[split]
         idx = jax.random.randint(key, (n,), 0, len(rows))
         s, t = jnp.asarray(st[:, 0], jnp.int32)[idx], jnp.asarray(st[:, 1], jnp.int32)[idx]

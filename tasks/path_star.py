@@ -97,7 +97,7 @@ class PathStar(Task):
     def sample(self, key, n, split="train"):
         """Both splits are i.i.d. draws from the same distribution; the split is folded
         into the key so that one key gives different train and test examples."""
-        self._check_split(split)
+        self._check_sample(n, split)
         key = jax.random.fold_in(key, self.splits.index(split))
         return graphs.jit_sample(type(self), self.config, key, n)
 

@@ -43,7 +43,7 @@ class _SequenceTask(Task):
         self.max_target_len = config.length + 1
 
     def sample(self, key, n: int, split: str = "train") -> Batch:
-        self._check_split(split)
+        self._check_sample(n, split)
         c = self.config
         symbols = jax.random.randint(key, (n, c.length), 0, c.n_symbols, jnp.int32)
         tokens = self.vocab.num(symbols).astype(jnp.int32)

@@ -80,6 +80,16 @@ def test_curriculum_levels_give_valid_configs(name):
         assert cls(config).vocab.size >= 2
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_sample_arguments_raise_value_error(name):
+    task = tasks.make(name)
+    for n in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="sample n="):
+            task.sample(jax.random.key(0), n)
+    with pytest.raises(ValueError, match="split='nope'"):
+        task.sample(jax.random.key(0), 2, "nope")
+
+
 # --------------------------------------------------------------------------- batches
 @pytest.mark.parametrize("name", NAMES)
 def test_batch_shapes_dtypes_and_padding(name):
