@@ -66,9 +66,10 @@ def logit_matrices(params, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------- AUC
 def auc(pos, neg) -> float:
     """Mann-Whitney AUC: P(pos > neg) + ½ P(pos = neg) over all (pos, neg) pairs; NaN if a
-    set is empty. Hand values: auc([2, 3], [1]) = 1, auc([1], [1]) = ½, auc([0], [1, 2]) = 0."""
+    set is empty or holds a non-finite value (a diverged model has no ranking, not AUC ½).
+    Hand values: auc([2, 3], [1]) = 1, auc([1], [1]) = ½, auc([0], [1, 2]) = 0."""
     pos, neg = np.ravel(pos).astype(np.float64), np.sort(np.ravel(neg).astype(np.float64))
-    if pos.size == 0 or neg.size == 0:
+    if pos.size == 0 or neg.size == 0 or not (np.isfinite(pos).all() and np.isfinite(neg).all()):
         return float("nan")
     below = np.searchsorted(neg, pos, side="left")
     ties = np.searchsorted(neg, pos, side="right") - below

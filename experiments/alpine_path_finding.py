@@ -116,6 +116,7 @@ class Config:
             raise ValueError("n_samples must be >= 2 (the path entropy needs samples)")
         if not (self.ntp_lr > 0 and self.rl_lr > 0 and self.theorem_lr > 0):
             raise ValueError("ntp_lr, rl_lr and theorem_lr must be > 0")
+        _task(self)  # the graph of this seed must have train and test pairs (the task checks)
 
 
 def quick_config() -> Config:

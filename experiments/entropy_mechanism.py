@@ -113,6 +113,15 @@ class GRPOPart:
             raise ValueError("grpo needs >= 4 intervals and >= 8 evaluations")
         if not 0.0 < self.fit_fraction < 1.0 or self.ntp_lr <= 0 or self.rl_lr <= 0:
             raise ValueError("grpo.fit_fraction must lie in (0, 1) and the lrs be > 0")
+        n_eval = len(range(0, self.rl_steps, self.eval_every))
+        if n_eval - _n_fit(self, n_eval) < 2:
+            raise ValueError(f"grpo.fit_fraction={self.fit_fraction} leaves fewer than 2 of the "
+                             f"{n_eval} evaluations to predict (part (c) needs held-out ones)")
+
+
+def _n_fit(g: GRPOPart, n_eval: int) -> int:
+    """Evaluations the R = -a exp(H) + b fit uses (the first ones; at least 2)."""
+    return max(2, int(round(g.fit_fraction * n_eval)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,7 +296,7 @@ def _run_grpo(config: Config) -> dict:
     m = {k: np.asarray(v, dtype=np.float64).T for k, v in rl()[1].items()}  # [seeds, steps]
     evals = np.arange(0, g.rl_steps, g.eval_every)
     h_eval, r_eval = m["entropy"][:, evals], m["pass@1"][:, evals]
-    n_fit = max(2, int(round(g.fit_fraction * len(evals))))
+    n_fit = _n_fit(g, len(evals))
     fits = [E.fit_entropy_performance(h[:n_fit], r[:n_fit]) for h, r in zip(h_eval, r_eval,
                                                                               strict=True)]
     return {"grpo_entropy": m["entropy"], "grpo_cov": m["logp_adv_cov"],

@@ -112,6 +112,8 @@ class Config:
             raise ValueError("rl_steps must be a multiple of log_every with >= 4 logs")
         if not 0.5 <= self.q_star < 1 or self.ntp_lr <= 0 or self.rl_lr <= 0:
             raise ValueError("q_star must lie in [0.5, 1) and the lrs be > 0")
+        if self.d_model % 2:
+            raise ValueError(f"d_model must be even (the model has 2 heads), got {self.d_model}")
         _rl_config(self)  # the RL fields, checked by RLConfig before anything runs
 
 

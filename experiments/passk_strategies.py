@@ -80,6 +80,9 @@ class StrategiesConfig:
             raise ValueError(f"strategies.w_a must lie in (0, 1), got {self.w_a}")
         if self.ntp_lr <= 0 or self.rl_lr <= 0:
             raise ValueError("strategies learning rates must be > 0")
+        if self.d_model % 2:
+            raise ValueError(f"strategies.d_model must be even (the model has 2 heads), got "
+                             f"{self.d_model}")
         if not isinstance(self.kernel_diagnostic, bool):
             raise ValueError("strategies.kernel_diagnostic must be True or False")
 

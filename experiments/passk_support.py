@@ -152,6 +152,8 @@ class Config:
             raise ValueError(f"base_accuracy must lie in (0, 1), got {self.base_accuracy}")
         if self.ntp_lr <= 0 or self.rl_lr <= 0:
             raise ValueError("learning rates must be > 0")
+        if self.d_model % 2:
+            raise ValueError(f"d_model must be even (the model has 2 heads), got {self.d_model}")
         if not isinstance(self.strategies, S.StrategiesConfig):
             raise ValueError("strategies must be a StrategiesConfig")
 

@@ -110,6 +110,10 @@ class Config:
             raise ValueError(f"fast_compile must be True or False, got {self.fast_compile!r}")
         if not 0 < self.b_star < 1 or self.ntp_lr <= 0 or self.rl_lr <= 0:
             raise ValueError("b_star must lie in (0, 1) and the lrs be > 0")
+        if self.d_model % 2:
+            raise ValueError(f"d_model must be even (the model has 2 heads), got {self.d_model}")
+        if self.group_size < 2:
+            raise ValueError("group_size must be >= 2 (GRPO's group-relative advantage)")
 
 
 def quick_config() -> Config:

@@ -13,6 +13,7 @@ checked before anything is written. A failed claim is reported, and raises
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import time
 import types
@@ -42,6 +43,13 @@ def validate(module: types.ModuleType, config: Any) -> Any:
         raise ValueError(f"config is a {type(config).__name__}, expected "
                          f"{module.__name__}.Config")
     check_seed(module.NAME, "seed", config.seed)  # every figure: no silent aliasing
+    for key, value in _flatten(to_dict(config)).items():
+        for v in value if isinstance(value, list) else [value]:
+            # no figure has a meaningful infinite or NaN setting: a typo must not run
+            # (lr=inf trains to NaN and reports every claim as failed, or crashes late)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{module.NAME}: {key}={value} is not allowed: a finite "
+                                 "number")
     rebuilt = from_dict(module.Config, json.loads(json.dumps(to_dict(config))))
     if rebuilt != config:
         raise ValueError("config does not survive a JSON round trip; use JSON-able fields")

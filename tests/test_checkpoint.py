@@ -202,3 +202,12 @@ def test_setting_a_damaged_step_aside_twice_keeps_both_copies(tmp_path):
         checkpoint.set_aside(checkpoint.Skipped(4, path, "test"))
     names = sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir())
     assert names == ["4.bad", "4.bad.1"]
+
+
+def test_junk_in_the_checkpoint_directory_is_not_a_step(tmp_path):
+    checkpoint.save(tmp_path, 3, {"a": jnp.zeros(2)})
+    root = checkpoint.checkpoint_dir(tmp_path)
+    (root / "\u00b2").mkdir()  # "2" superscript: str.isdigit() but not int()
+    (root / "7").write_text("a file, not a checkpoint")
+    (root / "notes").mkdir()
+    assert checkpoint.steps(tmp_path) == [3]

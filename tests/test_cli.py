@@ -91,6 +91,25 @@ def test_export_task_seed_out_of_range_is_one_line_exit_2(tmp_path, capsys, seed
     assert not out.exists()
 
 
+@pytest.mark.parametrize("name, item, message", [
+    ("clipping-entropy", "lr=inf", "lr=inf is not allowed: a finite number"),
+    ("iteration-head", "lr=inf", "lr=inf is not allowed: a finite number"),
+    ("long-cot-emergence", "ntp_lr=nan", "ntp_lr=nan is not allowed: a finite number"),
+    ("passk-support", "d_model=31", "d_model must be even"),
+    ("passk-support", "strategies.d_model=31", "strategies.d_model must be even"),
+    ("long-cot-emergence", "d_model=31", "d_model must be even"),
+    ("reflection-emergence", "group_size=1", "group_size must be >= 2"),
+    ("alpine-path-finding", "edge_prob=1", "edge_prob=1.0 is not allowed"),
+    ("entropy-mechanism", "grpo.fit_fraction=0.99", "fewer than 2 of the 25 evaluations"),
+])
+def test_figure_values_that_cannot_run_are_refused_before_anything_is_written(
+        tmp_path, capsys, name, item, message):
+    assert main(["run", name, "--out", str(tmp_path / "runs"), "--set", item]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_unknown_experiment_lists_the_known_ones(capsys):
     assert main(["run", "no-such-figure"]) == 2
     assert "known: " in capsys.readouterr().err

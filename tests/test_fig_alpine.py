@@ -60,6 +60,7 @@ def test_auc_hand_values_and_brute_force():
     assert M.auc([1], [1]) == 0.5
     assert M.auc([0], [1, 2]) == 0.0
     assert np.isnan(M.auc([], [1.0]))
+    assert np.isnan(M.auc([np.nan, 1.0], [0.5])) and np.isnan(M.auc([np.nan] * 3, [np.nan]))
     rng = np.random.default_rng(0)
     pos, neg = rng.integers(0, 5, 30), rng.integers(0, 5, 40)  # many ties
     brute = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -50,6 +51,7 @@ def rl_config(init_from: str) -> RLConfig:
     ("temperature", 0.0, "RLConfig.temperature=0.0"),
     ("batch_baseline", True, "RLConfig.batch_baseline=True"),  # only with reinforce
     ("passk_ks", (), "RLConfig.passk_ks=()"),
+    ("group_size", 1, "RLConfig.group_size=1"),  # a group of one: zero advantage
 ])
 def test_bad_config_values_raise(field, value, match):
     kwargs = dict(task=TASK, group_size=4, prompts_per_step=4) | {field: value}
@@ -115,6 +117,16 @@ def test_a_task_whose_tokens_the_model_lacks_is_refused(ntp_dir):
     with pytest.raises(ValueError, match="vocabulary has 9 tokens.*vocab_size=7"):
         make_train(RLConfig(task=TASK, task_config=bigger, group_size=4, prompts_per_step=4,
                             steps=4, init_from=ntp_dir))
+
+
+def test_top_k_beyond_the_vocabulary_and_the_ntp_dir_as_run_dir_are_refused_up_front(
+        tmp_path, ntp_dir):
+    with pytest.raises(ValueError, match="top_k=1000 is not allowed"):
+        make_train(dataclasses.replace(rl_config(ntp_dir), top_k=1000), tmp_path / "rl")
+    assert not (tmp_path / "rl").exists()
+    with pytest.raises(ValueError, match="is the NTP run"):
+        make_train(rl_config(ntp_dir), ntp_dir)()
+    assert not (Path(ntp_dir) / "rl_config.json").exists()
 
 
 def test_an_rl_run_dir_refuses_another_seed_layout(tmp_path, ntp_dir):

@@ -298,3 +298,15 @@ def test_onpolicy_entropy_drift_uniform_hand_value():
     # 1/2 (lr^2/G) kappa (-(K - 1)/K^2) for a uniform policy over K = 4, lr 0.2, G = 2
     got = E.onpolicy_entropy_drift(np.zeros(4), 0.2, 2)
     assert got == pytest.approx(0.5 * 0.04 / 2 * 0.5 * (-3 / 16), rel=1e-5)
+
+
+def test_rl_metric_pass_at_k_equals_the_float64_reference_and_is_0_without_a_hit():
+    """toymodels.rl.metrics (float32, inside the jitted RL step) against theory.passk."""
+    from toymodels.rl.metrics import pass_at_k_unbiased as in_rl
+
+    for n in (1, 4, 8, 64):
+        c = np.arange(n + 1)
+        for k in sorted({1, min(2, n), n // 2 or 1, n}):
+            got = np.asarray(in_rl(n, c, k))
+            np.testing.assert_allclose(got, P.pass_at_k_unbiased(n, c, k), atol=2e-7)
+            assert got[0] == 0.0 and got[-1] == 1.0 and np.all((got >= 0) & (got <= 1))

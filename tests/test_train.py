@@ -168,6 +168,9 @@ def test_a_run_dir_refuses_another_seed_layout_and_keeps_its_checkpoints(tmp_pat
 
 def test_a_damaged_config_file_is_named_in_the_error(tmp_path):
     make_train(dataclasses.replace(TINY, steps=4), tmp_path)(jax.random.key(7))
+    (tmp_path / "ntp_layout.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="ntp_layout.json is damaged"):
+        load_params(tmp_path)
     (tmp_path / "ntp_config.json").write_text('{"broken')
     with pytest.raises(ValueError, match="ntp_config.json is unreadable"):
         load_params(tmp_path)

@@ -51,7 +51,8 @@ def steps(run_dir: Path | str) -> list[int]:
     root = checkpoint_dir(run_dir)
     if not root.is_dir():
         return []
-    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(int(p.name) for p in root.iterdir()
+                  if p.is_dir() and p.name.isascii() and p.name.isdigit())
 
 
 def save(run_dir: Path | str, step: int, tree: Any) -> Path:

@@ -48,9 +48,9 @@ def read_json(path: Path) -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError as err:
+    except (FileNotFoundError, NotADirectoryError) as err:
         raise ValueError(f"{path} does not exist: is this a run directory?") from err
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, IsADirectoryError) as err:
         raise ValueError(f"{path} is unreadable ({err}): the file is damaged") from err
 
 
@@ -61,6 +61,8 @@ def claim_json(path: Path, record: Any, what: str) -> None:
     would otherwise overwrite this record and make the checkpoints beside it unreadable.
     ``what`` names the record in the error ("NTPConfig", "seed layout")."""
     path = Path(path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"run_dir {path.parent} exists and is not a directory")
     wanted = json.loads(json.dumps(record, default=_json_default))
     if path.exists():
         if read_json(path) != wanted:

@@ -267,6 +267,8 @@ def run_layout(run_dir: Path | str) -> tuple[NTPConfig, bool, int]:
     config = from_dict(NTPConfig, runs.read_json(run_dir / CONFIG_FILE))
     layout_path = run_dir / LAYOUT_FILE
     layout = runs.read_json(layout_path) if layout_path.exists() else {}
+    if not isinstance(layout, dict):
+        raise ValueError(f"{layout_path} is damaged: expected a JSON object, got {layout!r}")
     return config, layout.get("seed_axis", True), layout.get("n_seeds", config.n_seeds)
 
 

@@ -93,7 +93,8 @@ class RLConfig:
         for name in ("max_tokens", "max_new_tokens"):
             if getattr(self, name) is not None:
                 check_int(o, name, getattr(self, name), 1)
-        check_int(o, "group_size", self.group_size, 2 if self.advantage == "rloo" else 1)
+        # a group of one has a zero group-relative advantage: training would do nothing
+        check_int(o, "group_size", self.group_size, 1 if self.advantage == "reinforce" else 2)
         check_int(o, "prompts_per_step", self.prompts_per_step, 1)
         check_int(o, "top_k", self.top_k, 0)
         check_int(o, "epochs", self.epochs, 1)

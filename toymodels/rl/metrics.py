@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import gammaln
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -42,10 +41,14 @@ def mean_where(x: jax.Array, where: jax.Array) -> jax.Array:
 
 def pass_at_k_unbiased(n: int, c: jax.Array, k: int) -> jax.Array:
     """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021, arXiv
-    2107.03374, Eq. 1): 1 - C(n - c, k) / C(n, k), and 1 when n - c < k."""
+    2107.03374, Eq. 1): 1 - C(n - c, k) / C(n, k), and 1 when n - c < k.
+
+    Computed as Chen et al.'s product C(n-c, k)/C(n, k) = prod_{i=n-c+1}^{n} (1 - k/i)
+    (``theory.passk.pass_at_k_unbiased`` is the float64 reference): exactly 0 at c = 0 and
+    within [0, 1], which a difference of log-gammas in float32 is not (-4.8e-7 at c = 0)."""
     if k > n:
         raise ValueError(f"pass@{k} needs at least {k} samples per prompt, got {n}")
-    c = jnp.asarray(c, jnp.float32)
-    log_ratio = (gammaln(n - c + 1) - gammaln(n - c - k + 1)
-                 - gammaln(n + 1.0) + gammaln(n - k + 1.0))
-    return jnp.where(n - c < k, 1.0, 1.0 - jnp.exp(log_ratio))
+    c = jnp.asarray(c, jnp.float32)[..., None]
+    i = jnp.arange(1, n + 1, dtype=jnp.float32)  # the factor for i enters iff i > n - c
+    ratio = jnp.prod(jnp.where(i > n - c, 1.0 - k / i, 1.0), axis=-1)
+    return jnp.where(n - c[..., 0] < k, 1.0, 1.0 - ratio)

@@ -54,6 +54,9 @@ def check_fits(task, rc, graphdef, params) -> None:
         raise ValueError(f"RLConfig.task={rc.task!r} is not allowed with this model: the task's "
                          f"vocabulary has {task.vocab.size} tokens, the model's "
                          f"vocab_size={model_config.vocab_size}")
+    if rc.top_k > model_config.vocab_size:
+        raise ValueError(f"RLConfig.top_k={rc.top_k} is not allowed: at most the model's "
+                         f"vocab_size={model_config.vocab_size}")
     max_len = model_config.max_len
     if task.prompt_len + rc.max_new_tokens > max_len:
         raise ValueError(f"RLConfig.max_new_tokens={rc.max_new_tokens} is not allowed: prompt "
@@ -97,6 +100,10 @@ def make_train(config: RLConfig, run_dir: Path | str | None = None, *, init=None
         if mesh is not None:
             carry = _place(carry, mesh, "seed" in axes)
         if run_dir is not None:
+            if config.init_from is not None and Path(run_dir).resolve() == Path(
+                    config.init_from).resolve():
+                raise ValueError(f"run_dir {run_dir} is the NTP run RLConfig.init_from: give "
+                                 "the RL run a directory of its own")
             runs.claim_json(Path(run_dir) / CONFIG_FILE, to_dict(config), "RLConfig")
             runs.claim_json(Path(run_dir) / LAYOUT_FILE,
                             {"seed_axis": not single, "n_seeds": int(keys.shape[0])},
