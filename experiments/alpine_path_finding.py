@@ -59,6 +59,7 @@ from experiments import alpine_measures as M
 from experiments import alpine_plot, harness
 from experiments import alpine_theorem as TH
 from experiments import claims as C
+from tasks.core import check_seed
 
 NAME = "alpine-path-finding"
 PAPER = "Wang et al., NeurIPS 2024, arXiv 2405.09220; Wang et al. 2025, arXiv 2509.22613"
@@ -95,9 +96,7 @@ class Config:
     dec_pairs: int = 256  # train and as many test pairs whose gold-path states are decomposed
 
     def __post_init__(self):
-        for f in ("seed",):
-            if not isinstance(self.seed, int) or self.seed < 0:
-                raise ValueError(f"{f} must be an integer >= 0, got {self.seed!r}")
+        check_seed(NAME, "seed", self.seed)  # also the graph's seed
         for f in ("n_seeds", "n_nodes", "d_model", "d_mlp", "ntp_steps", "ntp_batch",
                   "rl_steps", "prompts_per_step", "group_size", "log_every", "eval_pairs",
                   "n_samples", "theorem_steps", "dec_pairs"):

@@ -83,6 +83,7 @@ import numpy as np
 
 from experiments import claims as C
 from experiments import harness
+from experiments.harness import sign_claim
 from theory import entropy as E
 from toymodels.rl.advantages import compute_advantages
 from toymodels.rl.objectives import policy_loss
@@ -272,17 +273,17 @@ def run(config: Config, run_dir: Path) -> dict:
 def claims(result: dict, config: Config) -> list[C.Claim]:
     s, e = config.eps_sym, config.eps_small
     out = [
-        harness.sign_claim("sym clip (0.2, 0.2): entropy change", result["sign_sym"],
-                    result["sym_dh"], f"eps=({s:g}, {s:g}), {config.epochs} epochs"),
-        harness.sign_claim("small eps_low: entropy change", result["sign_low"], result["low_dh"],
-                    f"eps=({e:g}, {s:g})"),
-        harness.sign_claim("small eps_high minus sym: entropy change", result["sign_high_vs_sym"],
-                    result["high_dh"] - result["sym_dh"], f"eps=({s:g}, {e:g}), paired"),
-        harness.sign_claim("sym clip: base mode probability change", result["sign_mode"],
-                    result["sym_dmode"], "pi(argmax of the base logits), mean over contexts"),
-        harness.sign_claim("small eps_high: base mode probability change", result["sign_mode_high"],
-                    result["high_dmode"], "added after the pilot (seeds 0-4) showed the sym "
-                    "claim failing"),
+        sign_claim("sym clip (0.2, 0.2): entropy change", result["sign_sym"],
+                   result["sym_dh"], f"eps=({s:g}, {s:g}), {config.epochs} epochs"),
+        sign_claim("small eps_low: entropy change", result["sign_low"], result["low_dh"],
+                   f"eps=({e:g}, {s:g})"),
+        sign_claim("small eps_high minus sym: entropy change", result["sign_high_vs_sym"],
+                   result["high_dh"] - result["sym_dh"], f"eps=({s:g}, {e:g}), paired"),
+        sign_claim("sym clip: base mode probability change", result["sign_mode"],
+                   result["sym_dmode"], "pi(argmax of the base logits), mean over contexts"),
+        sign_claim("small eps_high: base mode probability change", result["sign_mode_high"],
+                   result["high_dmode"], "added after the pilot (seeds 0-4) showed the sym "
+                   "claim failing"),
     ]
     onp = harness.seed_aggregate(result["onpolicy_dh"])
     drift = float(np.mean(result["onpolicy_pred_second"]))

@@ -63,6 +63,7 @@ import numpy as np
 
 from experiments import claims as C
 from experiments import harness
+from tasks.core import check_seed
 from theory import entropy as E
 
 NAME = "entropy-mechanism"
@@ -140,8 +141,7 @@ class Config:
     grpo: GRPOPart = dataclasses.field(default_factory=GRPOPart)
 
     def __post_init__(self):
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        check_seed(NAME, "seed", self.seed)
         for f in ("n_seeds", "n_states", "n_actions", "n_steps", "batch", "n_mc"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
                 raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)!r}")

@@ -123,6 +123,14 @@ def loglog_fit(x, y) -> LinearFit:
 WRONG_KINDS = ("flip", "double")
 
 
+def check_heads(owner: str, d_model: int, n_heads: int) -> None:
+    """A figure's width must split into its heads (``ModelConfig``'s rule), checked when the
+    figure's Config is built, before anything trains."""
+    if d_model % n_heads:
+        raise ValueError(f"{owner}d_model must be a multiple of n_heads={n_heads} (the figure's "
+                         f"model), got {d_model}")
+
+
 def sign_claim(name: str, sign: float, values, note: str):
     """A predicted sign over seeds: holds iff the 95 % t-interval of ``sign * values`` lies
     above 0. ``measured`` is the seed mean of ``values`` (sign as measured); the interval's

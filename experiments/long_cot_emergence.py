@@ -60,6 +60,7 @@ import numpy as np
 
 from experiments import claims as C
 from experiments import harness
+from tasks.core import check_seed
 from theory import reflection as T
 
 NAME = "long-cot-emergence"
@@ -73,6 +74,7 @@ GREEDY_MAX_Q, RL_MIN_Q, RL_MIN_LEN = 0.05, 0.9, 0.9
 MAX_MEAN_Z2, MIN_R2, SLOPE_REL = 2.0, 0.8, 0.4
 MIN_ACC_LONG = 0.9  # the regime of Eq. 1-5: NTP has learnt the long chain
 EVAL_KEY = 1_000_003
+N_HEADS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +98,7 @@ class Config:
     q_star: float = 0.8
 
     def __post_init__(self):
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        check_seed(NAME, "seed", self.seed)
         for f in ("n_seeds", "n_bits", "n_layers", "d_model", "ntp_steps", "ntp_batch",
                   "rl_steps", "group_size", "prompts_per_step", "log_every", "eval_n"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
@@ -112,8 +113,7 @@ class Config:
             raise ValueError("rl_steps must be a multiple of log_every with >= 4 logs")
         if not 0.5 <= self.q_star < 1 or self.ntp_lr <= 0 or self.rl_lr <= 0:
             raise ValueError("q_star must lie in [0.5, 1) and the lrs be > 0")
-        if self.d_model % 2:
-            raise ValueError(f"d_model must be even (the model has 2 heads), got {self.d_model}")
+        harness.check_heads("", self.d_model, N_HEADS)
         _rl_config(self)  # the RL fields, checked by RLConfig before anything runs
 
 
@@ -148,7 +148,7 @@ def _ntp_bases(config: Config, long_task, short_task):
     from toymodels.config import ModelConfig
     from toymodels.train import NTPConfig, make_optimizer
 
-    mc = ModelConfig(vocab_size=long_task.vocab.size, n_layers=config.n_layers, n_heads=2,
+    mc = ModelConfig(vocab_size=long_task.vocab.size, n_layers=config.n_layers, n_heads=N_HEADS,
                      d_model=config.d_model, d_mlp=4 * config.d_model,
                      max_len=long_task.prompt_len + long_task.max_target_len)
     ntp = NTPConfig(model=mc, task="arith/parity", task_config={"n_bits": config.n_bits},

@@ -35,6 +35,7 @@ import optax
 from theory import grpo_weights, support
 
 TASK = "arith/modular_sum"
+N_HEADS = 2  # both toys' models (model_config)
 
 
 def task_config(config) -> dict:
@@ -50,7 +51,7 @@ def make_task(config):
 def model_config(config, task):
     from toymodels.config import ModelConfig
 
-    return ModelConfig(vocab_size=task.vocab.size, n_layers=1, n_heads=2,
+    return ModelConfig(vocab_size=task.vocab.size, n_layers=1, n_heads=N_HEADS,
                        d_model=config.d_model, d_mlp=2 * config.d_model,
                        max_len=task.prompt_len + task.max_target_len)
 

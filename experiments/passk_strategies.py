@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import harness
 from experiments import passk_data as D
 from tasks.core import EOS, Batch, Task, Vocab
 from tasks.digits import exact_match
@@ -80,9 +81,7 @@ class StrategiesConfig:
             raise ValueError(f"strategies.w_a must lie in (0, 1), got {self.w_a}")
         if self.ntp_lr <= 0 or self.rl_lr <= 0:
             raise ValueError("strategies learning rates must be > 0")
-        if self.d_model % 2:
-            raise ValueError(f"strategies.d_model must be even (the model has 2 heads), got "
-                             f"{self.d_model}")
+        harness.check_heads("strategies.", self.d_model, D.N_HEADS)
         if not isinstance(self.kernel_diagnostic, bool):
             raise ValueError("strategies.kernel_diagnostic must be True or False")
 

@@ -89,6 +89,7 @@ from experiments import claims as C
 from experiments import harness
 from experiments import passk_data as D
 from experiments import passk_strategies as S
+from experiments.harness import sign_claim
 from theory import passk, support
 
 NAME = "passk-support"
@@ -152,8 +153,7 @@ class Config:
             raise ValueError(f"base_accuracy must lie in (0, 1), got {self.base_accuracy}")
         if self.ntp_lr <= 0 or self.rl_lr <= 0:
             raise ValueError("learning rates must be > 0")
-        if self.d_model % 2:
-            raise ValueError(f"d_model must be even (the model has 2 heads), got {self.d_model}")
+        harness.check_heads("", self.d_model, D.N_HEADS)
         if not isinstance(self.strategies, S.StrategiesConfig):
             raise ValueError("strategies must be a StrategiesConfig")
 
@@ -252,10 +252,10 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
                    f"{int(result['ntp_steps_taken'])} next-token steps (guard ntp_max_steps "
                    f"{config.ntp_max_steps}); short of it, the base is not mid-transition and "
                    "the claims below describe another base"),
-        harness.sign_claim("pass@1: RL - base", result["sign_k1"], s["d1"], "RL wins at k = 1"),
-        harness.sign_claim(f"pass@k, k >= {int(np.sqrt(s['n']))}: base - RL", result["sign_kmax"],
-                    s["dmax"],
-                    f"crossing k* = {s['k_star']:g} (seed-mean curves)"),
+        sign_claim("pass@1: RL - base", result["sign_k1"], s["d1"], "RL wins at k = 1"),
+        sign_claim(f"pass@k, k >= {int(np.sqrt(s['n']))}: base - RL", result["sign_kmax"],
+                   s["dmax"],
+                   f"crossing k* = {s['k_star']:g} (seed-mean curves)"),
         C.at_most("base-unsolved problems RL solves (expected fraction)", s["bound"],
                   f_u.mean, f"bound = reach-or-base-luck (base luck alone {s['base_luck']:.3f})"
                   f"; {s['n_unsolved']:.1f} expected base-unsolved of "
@@ -263,14 +263,14 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
                   f"{s['ll_excluded']:.1f}; 95% CI [{f_u.lo:.3f}, {f_u.hi:.3f}]"),
         C.at_least("solved fraction: base-sometimes minus base-never", SUPPORT_GAP, gap.mean,
                    f"F_S mean {np.mean(s['F_S']):.3f}; gap 95% CI [{gap.lo:.3f}, {gap.hi:.3f}]"),
-        harness.sign_claim("winner-take-all: Spearman(base log pi, d log pi)", result["sign_wta"],
-                    s["rho"], "problems outside the excluded class; mean d log pi of the top "
-                    f"quarter {np.mean(s['top']):+.3f}, bottom {np.mean(s['bottom']):+.3f}; "
-                    f"variance of d log pi: common shift {s['var_common']:.3f}, shared by the "
-                    f"RL seeds {s['var_systematic']:.3f} (noise-debiased "
-                    f"{s['var_systematic_debiased']:.3f}), RL-seed noise {s['var_noise']:.3f}; "
-                    f"Spearman of the seed-mean d log pi {s['rho_seed_mean']:+.2f}; tabular "
-                    f"GRPO first step predicts {s['rho_tabular']:+.2f}"),
+        sign_claim("winner-take-all: Spearman(base log pi, d log pi)", result["sign_wta"],
+                   s["rho"], "problems outside the excluded class; mean d log pi of the top "
+                   f"quarter {np.mean(s['top']):+.3f}, bottom {np.mean(s['bottom']):+.3f}; "
+                   f"variance of d log pi: common shift {s['var_common']:.3f}, shared by the "
+                   f"RL seeds {s['var_systematic']:.3f} (noise-debiased "
+                   f"{s['var_systematic_debiased']:.3f}), RL-seed noise {s['var_noise']:.3f}; "
+                   f"Spearman of the seed-mean d log pi {s['rho_seed_mean']:+.2f}; tabular "
+                   f"GRPO first step predicts {s['rho_tabular']:+.2f}"),
         *strategies_claims(result, config),
     ]
 
@@ -293,14 +293,14 @@ def strategies_claims(result: dict, config: Config) -> list[C.Claim]:
     else:
         theory = "kernel ratio not computed (kernel_diagnostic off, as in quick mode)"
     return [
-        harness.sign_claim("strategies: winner-take-all Spearman(base log p, d log p)",
-                    result["sign_wta_strategies"], st["rho"],
-                    f"{setup}; mean d log p S_A {np.mean(st['d_a']):+.3f}, S_B "
-                    f"{np.mean(st['d_b']):+.3f}"),
-        harness.sign_claim("strategies: S_B-only problems lose (mean d log p)",
-                    result["sign_interference"], st["d_b"],
-                    f"negative interference; {theory}; base execution >= "
-                    f"{float(result['strat_execution']):.3f}"),
+        sign_claim("strategies: winner-take-all Spearman(base log p, d log p)",
+                   result["sign_wta_strategies"], st["rho"],
+                   f"{setup}; mean d log p S_A {np.mean(st['d_a']):+.3f}, S_B "
+                   f"{np.mean(st['d_b']):+.3f}"),
+        sign_claim("strategies: S_B-only problems lose (mean d log p)",
+                   result["sign_interference"], st["d_b"],
+                   f"negative interference; {theory}; base execution >= "
+                   f"{float(result['strat_execution']):.3f}"),
     ]
 
 

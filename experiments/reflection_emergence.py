@@ -57,12 +57,14 @@ import numpy as np
 from experiments import claims as C
 from experiments import harness
 from experiments import reflection_measures as RM
+from tasks.core import check_seed
 
 NAME = "reflection-emergence"
 PAPER = "Yao et al. 2025, arXiv 2510.04028"
 DESCRIPTION = ("Reflection (<back>) after NTP on traces with a fraction rho of wrong turns, "
                "then GRPO / Dr.GRPO: support, targeting, rate (Eq. 7-8), first try")
 PREDICTIONS = ("pred_rate_shape", "pred_emergence")
+N_HEADS = 2
 SUPPORT_MAX, MIN_R, FACTOR, FIRST_TRY_REL = 1e-3, 0.5, 1.5, 0.2
 
 
@@ -88,8 +90,7 @@ class Config:
     fast_compile: bool = False  # XLA -O0: compiles in ~half the time, runs slower (quick mode)
 
     def __post_init__(self):
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        check_seed(NAME, "seed", self.seed)
         for f in ("n_seeds", "n_nodes", "d_model", "ntp_steps", "ntp_batch", "rl_steps",
                   "group_size", "prompts_per_step", "log_every", "eval_n", "forced_n"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
@@ -110,8 +111,7 @@ class Config:
             raise ValueError(f"fast_compile must be True or False, got {self.fast_compile!r}")
         if not 0 < self.b_star < 1 or self.ntp_lr <= 0 or self.rl_lr <= 0:
             raise ValueError("b_star must lie in (0, 1) and the lrs be > 0")
-        if self.d_model % 2:
-            raise ValueError(f"d_model must be even (the model has 2 heads), got {self.d_model}")
+        harness.check_heads("", self.d_model, N_HEADS)
         if self.group_size < 2:
             raise ValueError("group_size must be >= 2 (GRPO's group-relative advantage)")
 
@@ -146,7 +146,7 @@ def _ntp_bases(config: Config, mistake_task, clean_task):
     from toymodels.config import ModelConfig
     from toymodels.train import NTPConfig, make_optimizer
 
-    mc = ModelConfig(vocab_size=mistake_task.vocab.size, n_layers=2, n_heads=2,
+    mc = ModelConfig(vocab_size=mistake_task.vocab.size, n_layers=2, n_heads=N_HEADS,
                      d_model=config.d_model, d_mlp=4 * config.d_model,
                      max_len=mistake_task.prompt_len + mistake_task.max_target_len)
     ntp = NTPConfig(model=mc, task="graph/graph_search", task_config=task_config(config),

@@ -65,8 +65,11 @@ def load_run(run_dir: Path) -> RunRecord:
     config = _read_json(run_dir / "config.json")
     claims = _read_json(run_dir / "claims.json")
     status = str(manifest.get("status") or UNKNOWN)
-    if not isinstance(claims, list):  # say so: an empty table would read as "no claims"
-        status = "damaged: claims.json is unreadable"
+    if (run_dir / "claims.json").exists() and not isinstance(claims, list):
+        status = "damaged: claims.json is unreadable"  # not "no claims": say so
+    attempt = _read_json(run_dir / "attempt.json")  # a rerun of a completed run
+    if isinstance(attempt, dict) and attempt.get("status"):
+        status += f" (last rerun: {attempt['status']})"
     claims = [c for c in claims if isinstance(c, dict)] if isinstance(claims, list) else []
     name = str(manifest.get("experiment") or manifest.get("name") or run_dir.parent.name)
     wall = manifest.get("wall_s", manifest.get("wall_time_s"))
@@ -82,8 +85,13 @@ def load_run(run_dir: Path) -> RunRecord:
 
 
 def find_runs(root: Path) -> list[RunRecord]:
-    """Every directory under ``root`` holding a ``claims.json``, by name then path."""
+    """Every run under ``root``, by name then path: a directory holding a ``claims.json``,
+    or a figure's ``manifest.json`` (a run that failed or is running has no claims yet)."""
     dirs = {p.parent for p in Path(root).rglob("claims.json")}
+    for path in Path(root).rglob("manifest.json"):
+        manifest = _read_json(path)
+        if isinstance(manifest, dict) and "experiment" in manifest:  # written by the runner
+            dirs.add(path.parent)
     return sorted((load_run(d) for d in dirs), key=lambda r: (r.name, str(r.path)))
 
 
@@ -110,7 +118,7 @@ def _summary(runs: list[RunRecord]) -> str:
     """"N run(s); held/total claims hold", and how many runs are not complete."""
     total = sum(len(r.claims) for r in runs)
     text = f"{len(runs)} run(s); {sum(r.held for r in runs)}/{total} claims hold."
-    unfinished = [r for r in runs if r.status != "complete"]
+    unfinished = [r for r in runs if not r.status.startswith("complete")]
     if unfinished:
         text += (f" {len(unfinished)} run(s) not complete (failed, running, damaged or "
                  "unknown): see their Status.")

@@ -17,6 +17,7 @@ which task they are running):
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -228,6 +229,8 @@ class Task:
 
     def _check_sample(self, n: int, split: str) -> None:
         """``sample``'s arguments: a clear error, not a JAX shape error, for a bad ``n``."""
+        if not isinstance(n, bool) and hasattr(n, "__index__"):
+            n = operator.index(n)  # a numpy or concrete jax integer is fine
         check_int(self.name, "sample n", n, 1)
         self._check_split(split)
 

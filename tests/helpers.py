@@ -1,9 +1,16 @@
-"""Shared by the resume tests: SIGKILL a child training run at a checkpoint it announces."""
+"""Shared by several test files: SIGKILL a child training run at a checkpoint it announces;
+a fake figure module for the runner and the report."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
+import types
+
+import numpy as np
+
+from experiments.claims import at_least
 
 
 def sigkill_when(proc: subprocess.Popen, line: str, timeout: float) -> int:
@@ -18,3 +25,32 @@ def sigkill_when(proc: subprocess.Popen, line: str, timeout: float) -> int:
     finally:
         proc.kill()
     return proc.returncode
+
+
+# ----------------------------------------------------------------- a fake figure module
+@dataclasses.dataclass(frozen=True)
+class FakeConfig:
+    seed: int = 0
+    n_seeds: int = 1
+    value: float = 2.0
+
+    def __post_init__(self):
+        if self.value < 0:
+            raise ValueError(f"FakeConfig.value={self.value} is not allowed: >= 0")
+
+
+def fake_module(fail_in_run: bool = False) -> types.ModuleType:
+    def run(config, run_dir):
+        if fail_in_run:
+            raise RuntimeError("boom")
+        return {"curve": np.arange(3.0) * config.value, "final": config.value}
+
+    def plot(result, config, run_dir):
+        (run_dir / "figure.png").write_bytes(b"png")
+
+    module = types.ModuleType("fake")
+    module.__dict__.update(
+        NAME="fake", PAPER="none", DESCRIPTION="test double", Config=FakeConfig,
+        quick_config=FakeConfig, run=run, plot=plot,
+        claims=lambda result, config: [at_least("value >= 1", 1.0, result["final"])])
+    return module

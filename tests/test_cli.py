@@ -3,14 +3,13 @@ to end, and bad input (one error line, exit code 2, nothing written)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import types
 
 import numpy as np
 import pytest
+from helpers import FakeConfig, fake_module
 
-from experiments.claims import at_least, read_claims
+from experiments.claims import read_claims
 from experiments.runner import ClaimsFailed, execute
 from toymodels.cli import main
 from toymodels.configs import config_hash
@@ -70,6 +69,22 @@ def test_out_below_a_file_is_one_line_exit_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "file exists and is not a directory" in err
 
 
+def test_a_seed_given_twice_is_refused(tmp_path, capsys):
+    argv = ["run", "quickstart", "--quick", "--out", str(tmp_path), "--seeds", "1",
+            "--set", "n_seeds=2"]
+    assert main(argv) == 2
+    assert "--seeds and --set n_seeds" in capsys.readouterr().err
+
+
+def test_a_broken_symlink_or_a_file_at_the_run_path_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "quickstart").write_text("a file where the figure's folder goes")
+    for out in ("dangling", "root"):
+        assert main(["run", "quickstart", "--quick", "--out", str(tmp_path / out)]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_set_values_are_validated_together_in_any_order(tmp_path, capsys):
     """rl_steps=25 is invalid with the default log_every=10 but valid with log_every=5:
     accepted whichever --set comes first (a manifest's reproduce command lists fields in
@@ -95,9 +110,9 @@ def test_export_task_seed_out_of_range_is_one_line_exit_2(tmp_path, capsys, seed
     ("clipping-entropy", "lr=inf", "lr=inf is not allowed: a finite number"),
     ("iteration-head", "lr=inf", "lr=inf is not allowed: a finite number"),
     ("long-cot-emergence", "ntp_lr=nan", "ntp_lr=nan is not allowed: a finite number"),
-    ("passk-support", "d_model=31", "d_model must be even"),
-    ("passk-support", "strategies.d_model=31", "strategies.d_model must be even"),
-    ("long-cot-emergence", "d_model=31", "d_model must be even"),
+    ("passk-support", "d_model=31", "d_model must be a multiple of n_heads=2"),
+    ("passk-support", "strategies.d_model=31", "strategies.d_model must be a multiple"),
+    ("long-cot-emergence", "d_model=31", "d_model must be a multiple of n_heads=2"),
     ("reflection-emergence", "group_size=1", "group_size must be >= 2"),
     ("alpine-path-finding", "edge_prob=1", "edge_prob=1.0 is not allowed"),
     ("entropy-mechanism", "grpo.fit_fraction=0.99", "fewer than 2 of the 25 evaluations"),
@@ -132,34 +147,6 @@ def test_quickstart_claims_can_fail():
 
 
 # ----------------------------------------------------------------- the runner, on a fake module
-@dataclasses.dataclass(frozen=True)
-class FakeConfig:
-    seed: int = 0
-    n_seeds: int = 1
-    value: float = 2.0
-
-    def __post_init__(self):
-        if self.value < 0:
-            raise ValueError(f"FakeConfig.value={self.value} is not allowed: >= 0")
-
-
-def fake_module(fail_in_run: bool = False) -> types.ModuleType:
-    def run(config, run_dir):
-        if fail_in_run:
-            raise RuntimeError("boom")
-        return {"curve": np.arange(3.0) * config.value, "final": config.value}
-
-    def plot(result, config, run_dir):
-        (run_dir / "figure.png").write_bytes(b"png")
-
-    module = types.ModuleType("fake")
-    module.__dict__.update(
-        NAME="fake", PAPER="none", DESCRIPTION="test double", Config=FakeConfig,
-        quick_config=FakeConfig, run=run, plot=plot,
-        claims=lambda result, config: [at_least("value >= 1", 1.0, result["final"])])
-    return module
-
-
 def test_execute_writes_the_run_and_a_failed_claim_exits_0_unless_strict(tmp_path, capsys):
     module = fake_module()
     run_dir = execute(module, FakeConfig(value=0.5), tmp_path)
@@ -182,6 +169,15 @@ def test_execute_marks_a_crashed_run_failed(tmp_path):
     (run_dir,) = (tmp_path / "fake").iterdir()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["error"] == "RuntimeError: boom"
+
+
+def test_compile_time_measured_by_the_loop_is_recorded(tmp_path, monkeypatch):
+    from toymodels import loop
+
+    clock = iter([10.0, 12.5])  # compile seconds before and after the run
+    monkeypatch.setattr(loop, "compile_seconds", lambda: next(clock))
+    run_dir = execute(fake_module(), FakeConfig(), tmp_path)
+    assert json.loads((run_dir / "manifest.json").read_text())["compile_s"] == 2.5
 
 
 def test_a_failed_rerun_keeps_the_completed_manifest(tmp_path):

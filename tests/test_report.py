@@ -88,16 +88,32 @@ def test_report_of_an_empty_directory_and_of_a_missing_one(tmp_path):
 
 # ----------------------------------------------------------------------- harness helpers
 def test_report_says_which_runs_are_not_complete(tmp_path):
-    """A damaged claims.json and a failed run are named in the summary and their Status,
-    never shown as a run with no claims."""
-    ok = [Claim("a", 1, 1.0, 0.1, True, "")]
-    _make_run(tmp_path, "fig", "good", ok, manifest={"status": "complete"})
-    bad = _make_run(tmp_path, "fig", "broken", ok, manifest={"status": "complete"})
-    (bad / "claims.json").write_text('{"broken')
-    _make_run(tmp_path, "fig", "crashed", ok, manifest={"status": "failed"})
+    """Runs written by the runner: a failed first run (a manifest, no claims yet), a completed
+    run whose rerun failed, and a damaged claims.json are all named in the summary and their
+    Status, never shown as runs with nothing to say."""
+    from helpers import FakeConfig, fake_module
+
+    from experiments.runner import execute
+
+    execute(fake_module(), FakeConfig(value=1.0), tmp_path)
+    with pytest.raises(RuntimeError):
+        execute(fake_module(fail_in_run=True), FakeConfig(value=1.0), tmp_path)  # rerun
+    with pytest.raises(RuntimeError):
+        execute(fake_module(fail_in_run=True), FakeConfig(value=2.0), tmp_path)  # first run
+    broken = execute(fake_module(), FakeConfig(value=3.0), tmp_path)
+    (broken / "claims.json").write_text('{"broken')
     md = report.build(tmp_path)[0].read_text()
-    assert "3 run(s); 2/2 claims hold. 2 run(s) not complete" in md
-    assert "damaged: claims.json is unreadable" in md and "| failed |" in md
+    assert "3 run(s); 1/1 claims hold. 2 run(s) not complete" in md
+    assert "| complete (last rerun: failed) |" in md and "| failed |" in md
+    assert "damaged: claims.json is unreadable" in md
+
+
+def test_sign_claim_reports_the_mean_and_decides_on_the_interval():
+    """values 1, 2, 3: mean 2, t-interval 2 ± 4.303 * 1/sqrt(3) = [-0.48, 4.48]."""
+    up = harness.sign_claim("rises", +1, [1.0, 2.0, 3.0], "n")
+    assert up.measured == 2.0 and not up.holds and "lower end -0.4841" in up.tolerance
+    down = harness.sign_claim("falls", -1, [-3.0, -3.1, -2.9], "n")
+    assert down.measured == pytest.approx(-3.0) and down.holds
 
 
 def test_seed_aggregate_t_interval():

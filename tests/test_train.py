@@ -164,6 +164,12 @@ def test_a_run_dir_refuses_another_seed_layout_and_keeps_its_checkpoints(tmp_pat
     _, loaded, _ = load_params(tmp_path)
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(one), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # A run saved before layouts were recorded: its checkpoints decide, no guess is written.
+    (tmp_path / "ntp_layout.json").unlink()
+    with pytest.raises(checkpoint.CheckpointMismatch, match="fresh run_dir"):
+        make_train(config, tmp_path)(jax.random.split(jax.random.key(7), 2))
+    assert not (tmp_path / "ntp_layout.json").exists()
+    assert sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir()) == saved
 
 
 def test_a_damaged_config_file_is_named_in_the_error(tmp_path):

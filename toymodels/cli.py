@@ -99,7 +99,10 @@ def _run(args, argv) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     config = module.quick_config() if args.quick else module.Config()
+    set_keys = {item.partition("=")[0].strip() for item in args.set}
     for flag, key, value in (("--seed", "seed", args.seed), ("--seeds", "n_seeds", args.seeds)):
+        if value is not None and key in set_keys:
+            raise UsageError(f"{flag} and --set {key} both given: use one")
         if value is not None:
             config = _apply(config, [f"{key}={value}"], flag=f"{flag} {value}")
     if args.set:
@@ -108,7 +111,7 @@ def _run(args, argv) -> int:
         config = runner.validate(module, config)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    _check_out_dir(Path(args.out), "--out")
+    _check_out_dir(Path(args.out) / module.NAME, "--out")
     try:
         runner.execute(module, config, args.out, strict=args.strict,
                        command=shlex.join(["toyreason", *argv]))
@@ -182,12 +185,14 @@ def _apply(config, items: list[str], flag: str | None = None):
     except ValueError as err:
         if flag is None:
             raise UsageError(f"--set {err}") from None
-        raise UsageError(f"{flag}: {str(err).partition(': ')[2] or err}") from None
+        raise UsageError(f"{flag}: {str(err).rsplit(' (with ', 1)[0]}") from None
 
 
 def _check_out_dir(path: Path, flag: str) -> None:
     """The directory, or its nearest existing ancestor, must be a directory."""
     for existing in (path, *path.parents):
+        if existing.is_symlink() and not existing.exists():
+            raise UsageError(f"{flag} {path}: {existing} is a broken symbolic link")
         if existing.exists():
             if not existing.is_dir():
                 raise UsageError(f"{flag} {path}: {existing} exists and is not a directory")

@@ -5,12 +5,14 @@
     config = override(config, ["lr=1e-3", "model.n_layers=2", "task_config.n_nodes=50"])
     config_hash(config)                       # 12 hex chars naming the run
 
-Every bad key or value raises ONE ``ValueError`` whose message starts with the full dotted
-key, so the CLI can print it as a single line. Values given as strings (from ``--set``) are
-coerced by the field's annotation: int, float, bool, str, Literal, tuple, Optional, nested
-dataclass (a JSON object), dict (a JSON object; ``field.key=v`` sets one entry, ``v`` read as
-JSON or else as a string). The edited config is rebuilt through its constructor, so
-``__post_init__`` validates it again.
+Every bad key or value raises ONE ``ValueError``, so the CLI can print it as a single line:
+an unknown key or an unparsable value starts with the full dotted key; a value the config's
+own validation refuses is reported with the assignments it came from ("(with lr=0)").
+Values given as strings (from ``--set``) are coerced by the field's annotation: int, float,
+bool, str, Literal, tuple, Optional, nested dataclass (a JSON object), dict (a JSON object;
+``field.key=v`` sets one entry, ``v`` read as JSON or else as a string). The edited config is
+rebuilt through its constructor once, after every assignment, so ``__post_init__`` validates
+the whole of it.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def override(config: Any, assignments: list[str] | tuple[str, ...]) -> Any:
     try:
         return from_dict(type(config), data)
     except ValueError as err:
-        raise ValueError(f"{err} (with {'; '.join(assignments)})") from None
+        message = str(err).removeprefix(f"{type(config).__name__}: ")
+        raise ValueError(f"{message} (with {'; '.join(assignments)})") from None
 
 
 def config_hash(config: Any) -> str:
@@ -106,7 +109,12 @@ def _set_path(config: Any, data: dict, path: list[str], raw: str, full: str) -> 
         raise ValueError(f"{done}{name}: unknown key; allowed: {', '.join(names)}")
     annotation = _hints(type(config))[name]
     current = getattr(config, name)
-    if not rest:
+    if not rest and dataclasses.is_dataclass(current):  # a whole nested config, as JSON:
+        value = _parse_json(raw, full)  # validated with the rest, at the end
+        if not isinstance(value, dict):
+            raise ValueError(f"{full}={raw}: expected a JSON object")
+        data[name] = value
+    elif not rest:
         data[name] = _to_json(_coerce(raw, annotation, full, from_string=True))
     elif dataclasses.is_dataclass(current) and isinstance(data[name], dict):
         _set_path(current, data[name], rest, raw, full)

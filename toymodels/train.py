@@ -219,7 +219,7 @@ def make_train(config: NTPConfig, run_dir: Path | str | None = None):
             # A run may train the config's seeds, other keys, or one key without a seed
             # axis: record which, so load_params restores the layout that was saved.
             layout = {"seed_axis": batched, "n_seeds": int(keys.shape[0]) if batched else 1}
-            runs.claim_json(Path(run_dir) / LAYOUT_FILE, layout, "seed layout")
+            claim_layout(Path(run_dir) / LAYOUT_FILE, layout)
         result = loop.run_chunks(step_fn, carry, total_steps=config.steps,
                                  chunk_size=config.chunk_size, run_dir=run_dir,
                                  checkpoint_steps=keep, desc=f"ntp {config.task}")
@@ -258,6 +258,15 @@ def load_params(run_dir: Path | str, seed_index: int | None = None, step: int | 
     if seed_index is not None and seed_axis:
         params = jax.tree.map(lambda x: x[seed_index], params)
     return _parts(config).graphdef, params, config
+
+
+def claim_layout(path: Path, layout: dict) -> None:
+    """Record which seeds a run's checkpoints hold, refusing another layout. A run saved
+    before layouts were recorded has checkpoints and no file: it is left alone (its
+    checkpoints decide: another layout fails to restore, ``CheckpointMismatch``, and nothing
+    is written), so a wrong guess can never be written beside them."""
+    if path.exists() or not checkpoint.steps(path.parent):
+        runs.claim_json(path, layout, "seed layout")
 
 
 def run_layout(run_dir: Path | str) -> tuple[NTPConfig, bool, int]:
