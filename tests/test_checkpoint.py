@@ -211,3 +211,5 @@ def test_junk_in_the_checkpoint_directory_is_not_a_step(tmp_path):
     (root / "7").write_text("a file, not a checkpoint")
     (root / "notes").mkdir()
     assert checkpoint.steps(tmp_path) == [3]
+    with pytest.raises(FileExistsError, match="checkpoints/7: a file where a checkpoint"):
+        run_chunks(sgd_step, start(), total_steps=8, chunk_size=4, run_dir=tmp_path)

@@ -55,6 +55,16 @@ def steps(run_dir: Path | str) -> list[int]:
                   if p.is_dir() and p.name.isascii() and p.name.isdigit())
 
 
+def blocking_files(run_dir: Path | str) -> list[Path]:
+    """Files (not checkpoint directories) named like a step in ``checkpoints/``: a save at
+    that step would fail, so a run refuses to start beside them."""
+    root = checkpoint_dir(run_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir()
+                  if not p.is_dir() and p.name.isascii() and p.name.isdigit())
+
+
 def save(run_dir: Path | str, step: int, tree: Any) -> Path:
     """Save ``tree`` as ``run_dir/checkpoints/<step>/``; returns that path once durable."""
     path = checkpoint_dir(run_dir) / str(int(step))

@@ -196,6 +196,10 @@ def _resume(run_dir, carry, step_shapes):
     """Restore the newest good checkpoint, or start from ``carry``."""
     for path in checkpoint.remove_partial(run_dir):
         print(f"removed the unfinished save {path}", file=sys.stderr)
+    blocking = checkpoint.blocking_files(run_dir)
+    if blocking:  # refused now, not after the first chunk has trained
+        raise FileExistsError(f"{', '.join(map(str, blocking))}: a file where a checkpoint "
+                              "directory would be saved; move it away")
     existing = checkpoint.steps(run_dir)
     if not existing:
         return 0, carry, None, []
