@@ -48,21 +48,21 @@ def checkpoint_dir(run_dir: Path | str) -> Path:
 
 def steps(run_dir: Path | str) -> list[int]:
     """Steps with a finalised checkpoint directory (good or not), ascending."""
-    root = checkpoint_dir(run_dir)
-    if not root.is_dir():
-        return []
-    return sorted(int(p.name) for p in root.iterdir()
-                  if p.is_dir() and p.name.isascii() and p.name.isdigit())
+    return sorted(int(p.name) for p in _step_named(run_dir) if p.is_dir())
 
 
 def blocking_files(run_dir: Path | str) -> list[Path]:
     """Files (not checkpoint directories) named like a step in ``checkpoints/``: a save at
     that step would fail, so a run refuses to start beside them."""
+    return sorted(p for p in _step_named(run_dir) if not p.is_dir())
+
+
+def _step_named(run_dir: Path | str) -> list[Path]:
+    """Entries of ``checkpoints/`` named like a step (ASCII digits: "²" is not one)."""
     root = checkpoint_dir(run_dir)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir()
-                  if not p.is_dir() and p.name.isascii() and p.name.isdigit())
+    return [p for p in root.iterdir() if p.name.isascii() and p.name.isdigit()]
 
 
 def save(run_dir: Path | str, step: int, tree: Any) -> Path:
