@@ -11,12 +11,16 @@ which task they are running):
   ``<eos>`` to the task's ``max_target_len``; ``Batch.target_lens`` includes the ``<eos>``.
 * A completion handed to ``task.reward`` is any ``int32[n, L]`` array (any L >= 1): the
   verifier reads it up to its first ``<eos>``. No ``<eos>`` means reward 0; what follows
-  the first ``<eos>`` is ignored. No token value can make a verifier raise.
+  the first ``<eos>`` is ignored. No token value can make a verifier raise. Any integer
+  dtype is accepted; a float or bool array is refused with a ``TypeError`` (``reward``
+  would truncate 1.3 to ``<eos>`` where ``reference_reward`` would not, so the two
+  verifiers would disagree silently).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import operator
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -175,6 +179,20 @@ def check_int(owner: str, field: str, value: Any, lo: int, hi: int | None = None
     check(ok, owner, field, value, f"an integer {rng}")
 
 
+# The smallest positive float32: a step size or clip norm below it rounds to 0 in the
+# float32 computation, which would silently train nothing.
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def check_number(owner: str, field: str, value: Any, *, positive: bool = False) -> None:
+    """A finite real number >= 0 (> 0 with ``positive``) that float32 does not round to 0."""
+    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    ok = ok and 0 <= value < float("inf") and (value == 0 or value >= FLOAT32_TINY)
+    ok = ok and (value > 0 or not positive)
+    check(ok, owner, field, value, "a finite number " + ("> 0" if positive else ">= 0")
+          + f" (a non-zero value >= {FLOAT32_TINY:.3g}, the smallest float32)")
+
+
 def check_prob(owner: str, field: str, value: Any, *, open_hi: bool = False) -> None:
     ok = isinstance(value, float | int | np.floating) and not isinstance(value, bool)
     ok = ok and 0.0 <= float(value) <= 1.0 and not (open_hi and float(value) >= 1.0)
@@ -182,6 +200,21 @@ def check_prob(owner: str, field: str, value: Any, *, open_hi: bool = False) -> 
 
 
 # --------------------------------------------------------------------------- tasks
+def _integer_completions(method):
+    """Wrap ``method(self, batch, completions)`` to refuse a non-integer dtype (checked on
+    the dtype only, so it costs nothing under ``jit``)."""
+    @functools.wraps(method)
+    def checked(self, batch, completions, *args, **kwargs):
+        dtype = getattr(completions, "dtype", None)
+        if dtype is None:
+            dtype = np.asarray(completions).dtype
+        if not (np.issubdtype(dtype, np.integer) and dtype != np.bool_):
+            raise TypeError(f"{self.name}.{method.__name__}: completions must be token ids "
+                            f"of an integer dtype (int32), got {dtype}")
+        return method(self, batch, completions, *args, **kwargs)
+    return checked
+
+
 class Task:
     """Base class. Subclasses set ``name``, ``Config`` and implement the four methods.
 
@@ -209,6 +242,7 @@ class Task:
     def reference_reward(self, batch: Batch, completions) -> np.ndarray:
         raise NotImplementedError
 
+    @_integer_completions
     def counters(self, batch: Batch, completions: jax.Array) -> dict[str, jax.Array]:
         """Per-example task counters (float32[n] each) for RL metrics, e.g. backtracks."""
         return {}
@@ -223,6 +257,14 @@ class Task:
     def curriculum(cls, level: int, **overrides):
         """Config for difficulty ``level`` (0 = easiest). Subclasses override."""
         return cls.Config(**overrides)
+
+    def __init_subclass__(cls, **kwargs):
+        # Every task's verifiers and counters refuse non-integer completions: written once
+        # here, so a new task cannot forget it.
+        super().__init_subclass__(**kwargs)
+        for method in ("reward", "reference_reward", "counters"):
+            if method in cls.__dict__:
+                setattr(cls, method, _integer_completions(cls.__dict__[method]))
 
     def _check_split(self, split: str) -> None:
         check(split in self.splits, self.name, "split", split, f"one of {self.splits}")

@@ -52,6 +52,8 @@ def rl_config(init_from: str) -> RLConfig:
     ("batch_baseline", True, "RLConfig.batch_baseline=True"),  # only with reinforce
     ("passk_ks", (), "RLConfig.passk_ks=()"),
     ("group_size", 1, "RLConfig.group_size=1"),  # a group of one: zero advantage
+    ("grad_clip", 1e-300, "RLConfig.grad_clip=1e-300"),  # 0 in float32: no update at all
+    ("lr", 1e-50, "RLConfig.lr=1e-50"),
 ])
 def test_bad_config_values_raise(field, value, match):
     kwargs = dict(task=TASK, group_size=4, prompts_per_step=4) | {field: value}
@@ -135,6 +137,9 @@ def test_an_rl_run_dir_refuses_another_seed_layout(tmp_path, ntp_dir):
     saved = checkpoint.steps(tmp_path)
     with pytest.raises(ValueError, match="another seed layout"):
         make_train(config, tmp_path)(jax.random.key(3))
+    other_keys = jax.random.split(jax.random.key(3), config.n_seeds)  # same shape as before
+    with pytest.raises(ValueError, match="another seed layout"):
+        make_train(config, tmp_path)(other_keys)
     assert checkpoint.steps(tmp_path) == saved and not list(tmp_path.rglob("*.bad*"))
 
 

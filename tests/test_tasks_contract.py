@@ -125,6 +125,20 @@ def test_gold_completions_earn_reward_one(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [np.float32, np.bool_])
+def test_non_integer_completions_are_refused_by_every_verifier(name, dtype):
+    # A float 1.3 cast to int32 is <eos> for reward but not for reference_reward: the two
+    # would disagree silently, so both refuse (as do the counters).
+    task, batch = task_of(name), gold(name)
+    completions = np.asarray(batch.targets).astype(dtype)
+    for verifier in (task.reward, task.reference_reward, task.counters):
+        with pytest.raises(TypeError, match="integer dtype"):
+            verifier(batch, completions)
+    ints = widen(batch.targets, task).astype(np.int64)  # any integer dtype is a token array
+    assert np.asarray(jitted_reward(name)(batch, ints)).min() == 1.0
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_same_key_same_batch_other_key_other_batch(name):
     first = sampler(name)(jax.random.key(7), N, "train")
     again = sampler(name)(jax.random.key(7), N, "train")

@@ -2,6 +2,7 @@
 
 import itertools
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from theory import entropy as E
 from theory import grpo_weights as W
 from theory import passk as P
+from theory import reflection as R
 from theory import support as S
 
 LOG3 = math.log(3.0)
@@ -103,12 +105,35 @@ def test_pass_at_k_unbiased_is_unbiased():
     assert mean == pytest.approx(1 - (1 - p) ** k, abs=1e-12)
 
 
+def exact_pass_at_k(n, c, k):
+    """1 − C(n−c, k)/C(n, k) in exact rational arithmetic."""
+    return 1 - Fraction(math.comb(n - c, k), math.comb(n, k))
+
+
+def test_pass_at_k_unbiased_equals_exact_fractions():
+    for n in range(1, 25):
+        for k in range(1, n + 1):
+            got = P.pass_at_k_unbiased(n, np.arange(n + 1), k)
+            want = [float(exact_pass_at_k(n, c, k)) for c in range(n + 1)]
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
 def test_pass_at_k_large_n_is_stable():
     assert P.pass_at_k_unbiased(1000, 1, 1) == pytest.approx(1e-3)
-    v = P.pass_at_k_unbiased(400, 150, 200)  # C(400, 200) overflows a float
-    assert 0.0 < v <= 1.0 and math.isfinite(v)
+    # C(400, 200) overflows a float; the exact value is 1 − C(250, 200)/C(400, 200).
+    want = exact_pass_at_k(400, 150, 200)
+    assert P.pass_at_k_unbiased(400, 150, 200) == pytest.approx(float(want), abs=1e-15)
+    assert P.pass_at_k_unbiased(400, 2, 5) == pytest.approx(float(exact_pass_at_k(400, 2, 5)))
     with pytest.raises(ValueError):
         P.pass_at_k_unbiased(4, 1, 5)
+
+
+@pytest.mark.parametrize("c, error", [(np.nan, ValueError), (1.5, ValueError),
+                                      ([1, np.nan], ValueError), (True, TypeError)])
+def test_pass_at_k_refuses_counts_that_are_not_whole_numbers(c, error):
+    with pytest.raises(error):
+        P.pass_at_k_unbiased(4, c, 2)
+    assert P.pass_at_k_unbiased(4, 1.0, 2) == 0.5  # a float holding a whole count is a count
 
 
 def test_pass_at_k_exact_hand_values():
@@ -310,3 +335,40 @@ def test_rl_metric_pass_at_k_equals_the_float64_reference_and_is_0_without_a_hit
             got = np.asarray(in_rl(n, c, k))
             np.testing.assert_allclose(got, P.pass_at_k_unbiased(n, c, k), atol=1e-6)
             assert got[0] == 0.0 and got[-1] == 1.0 and np.all((got >= 0) & (got <= 1))
+
+
+# --------------------------------------------------------------------------- degenerate input
+def test_a_one_hot_policy_has_zero_entropy_change_not_nan():
+    # logit −inf: the p = 0 answer carries no weight (0·log 0 = 0), so every form gives 0.
+    z, dz = np.array([0.0, -np.inf]), np.array([0.0, 1.0])
+    assert E.entropy_change_first_order(z, dz) == 0.0
+    assert E.predicted_entropy_change_pg(z, np.array([1.0, 0.0]), 0.1) == 0.0
+    assert E.predicted_entropy_change_npg(z, np.array([1.0, 0.0]), 0.1) == 0.0
+    assert E.entropy_hessian_fisher_trace(z) == 0.0
+    # three answers, one impossible: the same values as the two live answers alone
+    z3 = np.array([0.3, -np.inf, -0.2])
+    assert E.entropy_change_first_order(z3, np.array([1.0, 5.0, -1.0])) == pytest.approx(
+        E.entropy_change_first_order(np.array([0.3, -0.2]), np.array([1.0, -1.0])))
+    np.testing.assert_array_equal(S.pg_logit_gradient([0, 0, -np.inf], [0, 0, np.inf]), 0.0)
+
+
+def test_no_tries_means_no_success():
+    assert S.at_least_once(1.0, 0) == 0.0 and S.at_least_once(0.3, 0) == 0.0
+    assert S.rl_reach(1.0, 8, 0, 1) == 0.0
+    with pytest.raises(ValueError, match="tries"):
+        S.at_least_once(0.5, -1)
+    with pytest.raises(ValueError, match="probabilities"):
+        S.at_least_once(np.nan, 3)
+
+
+def test_undefined_inputs_are_refused():
+    with pytest.raises(ValueError, match="finite"):
+        W.group_advantages([1.0, np.nan])
+    with pytest.raises(ValueError, match="base-unsolved"):
+        S.unsolved_bound([1.0, 1.0], [0.0, 0.0], 4)  # every problem always solved
+    with pytest.raises(ValueError, match="probabilities"):
+        S.unsolved_bound([0.0], [2.0], 4)  # a reach probability of 2
+    with pytest.raises(ValueError, match="probability"):
+        R.star_round(1.5)
+    with pytest.raises(ValueError, match="rate"):
+        R.steps_to_reach(0.2, 0.8, 0.0)

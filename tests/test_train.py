@@ -4,6 +4,7 @@ seeds by vmap equal separate runs, checkpoints reload, and a 1-layer model learn
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import jax
@@ -58,6 +59,8 @@ def test_config_is_validated_against_the_task():
         dataclasses.replace(TINY, task_config={"length": 5, "n_symbols": 4})
     with pytest.raises(ValueError, match="NTPConfig.lr=-1.0"):
         dataclasses.replace(TINY, lr=-1.0)
+    with pytest.raises(ValueError, match="NTPConfig.grad_clip=1e-300.*smallest float32"):
+        dataclasses.replace(TINY, grad_clip=1e-300)  # rounds to 0: every update would be 0
     with pytest.raises(ValueError, match="unknown task 'seq/nope'"):
         dataclasses.replace(TINY, task="seq/nope")
     with pytest.raises(ValueError, match="checkpoint_schedule='sometimes'"):
@@ -158,11 +161,19 @@ def test_a_run_dir_refuses_another_seed_layout_and_keeps_its_checkpoints(tmp_pat
     saved = sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir())
     with pytest.raises(ValueError, match="another seed layout"):
         make_train(config, tmp_path)(jax.random.split(jax.random.key(7), 2))
+    with pytest.raises(ValueError, match="another seed layout"):  # same shape, other key
+        make_train(config, tmp_path)(jax.random.key(8))
     with pytest.raises(ValueError, match="another NTPConfig"):
         make_train(dataclasses.replace(config, lr=0.5), tmp_path)(jax.random.key(7))
     assert sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir()) == saved
     _, loaded, _ = load_params(tmp_path)
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(one), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # A layout file written before keys were recorded still lets the same run resume.
+    layout_path = tmp_path / "ntp_layout.json"
+    layout_path.write_text(json.dumps({"seed_axis": False, "n_seeds": 1}))
+    again, _ = make_train(config, tmp_path)(jax.random.key(7))
+    for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(one), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # A run saved before layouts were recorded: its checkpoints decide, no guess is written.
     (tmp_path / "ntp_layout.json").unlink()

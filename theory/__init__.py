@@ -7,10 +7,14 @@
   (Liu et al. 2025, arXiv 2503.20783).
 * ``theory.support``: support preservation of on-policy policy gradient
   (Wu et al. 2025, arXiv 2507.14843).
+* ``theory.reflection``: derived rates for long chains of thought and reflection
+  (after Tsilivis et al. 2025, arXiv 2510.11495).
+* ``theory.circuits``: compiled reference circuits (ALPINE, arXiv 2405.09220; iteration
+  heads, arXiv 2406.02128).
 
 Derivations of our own are in ``docs/theory.md``.
 """
 
-from theory import entropy, grpo_weights, passk, support
+from theory import circuits, entropy, grpo_weights, passk, reflection, support
 
-__all__ = ["entropy", "grpo_weights", "passk", "support"]
+__all__ = ["circuits", "entropy", "grpo_weights", "passk", "reflection", "support"]

@@ -50,6 +50,8 @@ def group_advantages(rewards, method: str = "grpo", *, ddof: int = 0, eps: float
     """
     _check(method)
     r = np.asarray(rewards, dtype=np.float64)
+    if not np.all(np.isfinite(r)):  # GRPO would turn them into Â = 0, Dr.GRPO into NaN
+        raise ValueError(f"rewards must be finite, got {rewards}")
     centred = r - r.mean(axis=-1, keepdims=True)
     if method == "dr_grpo":
         return centred

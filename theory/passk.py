@@ -22,7 +22,8 @@ import numpy as np
 
 
 def pass_at_k_unbiased(n: int, c, k: int):
-    """Chen et al. 2021 (arXiv 2107.03374, §2.1): 1 − C(n−c, k)/C(n, k) per problem.
+    """Chen et al. 2021 (arXiv 2107.03374, §2.1, Eq. 1; the product is their Fig. 3's numpy
+    form): 1 − C(n−c, k)/C(n, k) per problem.
 
     ``c`` may be an int or an integer array (one count per problem); returns float64 of the
     same shape. Hand values: n=4, c=1, k=2 gives 1 − C(3,2)/C(4,2) = 1 − 3/6 = 1/2; k=1 gives
@@ -33,8 +34,13 @@ def pass_at_k_unbiased(n: int, c, k: int):
     if not 1 <= k <= n:
         raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
     c = np.asarray(c)
+    if c.dtype == np.bool_ or not np.issubdtype(c.dtype, np.number):
+        raise TypeError(f"c must hold integer counts, got dtype {c.dtype}")
+    if not np.all(np.isfinite(c)) or np.any(c != np.round(c)):  # a count of 1.5 or NaN
+        raise ValueError(f"c must hold whole numbers, got {c}")
     if np.any(c < 0) or np.any(c > n):
         raise ValueError(f"need 0 <= c <= n={n}")
+    c = c.astype(np.int64)
     i = np.arange(1, n + 1, dtype=np.float64)  # i = 1..n
     # Factor (1 − k/i) enters the product iff i > n − c; zero-cost masking keeps it vectorised.
     factors = np.where(i[None, :] > (n - c.reshape(-1, 1)), 1.0 - k / i[None, :], 1.0)

@@ -5,6 +5,11 @@ Part 1: the short/long parity mixture of Tsilivis, Malach, Ullrich & Kempe 2025 
 c_1 .. c_d ``<eos>``, the short answer c_d ``<eos>``; long with probability p. The first
 output token is c_1 = x_1 (long) or c_d (short), so it does not reveal the mode.
 
+Equation numbers (Eq. 1-8) are those of docs/theory_reflection.md, not the paper's. What is
+attributed to the paper below ("length calibration", the greedy threshold near 1/3, the
+O(log((1 − p)/p)) STaR rounds) comes from secondary summaries (research notes E6, marked
+[S]), not checked against the paper body; the functions here use only our derivations.
+
 A *length-calibrated* next-token model (the paper's Section on NTP; the prediction it names
 "length calibration") that has learnt the long chain (accuracy a_L) but not the short map
 (short answers uniform, since c_d is independent of any proper subset of the bits) has:
@@ -23,7 +28,8 @@ A *length-calibrated* next-token model (the paper's Section on NTP; the predicti
   decision logit is stable, Adam moves every parameter by ≈ η per step whatever the
   gradient's size, so the log-odds of the long form grows at a constant rate κ per step and
   the steps to reach q* are T(p) = (logit q* + log((1 − p)/p))/κ (Eq. 5): linear in
-  log((1 − p)/p) with slope 1/κ. Plain SGD instead gives dℓ/dt ∝ q, i.e. T ∝ 1/p (Eq. 6).
+  log((1 − p)/p) with slope 1/κ. Plain SGD instead gives dℓ/dt = η q(1 − q)/2, i.e.
+  T ≈ 2/(η p) from small q (Eq. 6).
 """
 
 from __future__ import annotations
@@ -33,9 +39,16 @@ import numpy as np
 GREEDY_THRESHOLD = 1.0 / 3.0  # Eq. 2
 
 
-def logit(q):
-    """log(q / (1 − q)), elementwise."""
+def _probability(q):
     q = np.asarray(q, dtype=np.float64)
+    if not np.all((q >= 0) & (q <= 1)):  # NaN fails too
+        raise ValueError(f"a probability must lie in [0, 1], got {q}")
+    return q
+
+
+def logit(q):
+    """log(q / (1 − q)), elementwise (±inf at q = 1, 0)."""
+    q = _probability(q)
     return np.log(q) - np.log1p(-q)
 
 
@@ -49,8 +62,8 @@ def mixture_accuracy(q_long, acc_long=1.0):
 
     Hand value: q = 0.2, a_L = 1: 0.2 + 0.4 = 0.6 = (1 + 0.2)/2.
     """
-    q = np.asarray(q_long, dtype=np.float64)
-    return q * np.asarray(acc_long, dtype=np.float64) + (1.0 - q) * 0.5
+    q = _probability(q_long)
+    return q * _probability(acc_long, dtype=np.float64) + (1.0 - q) * 0.5
 
 
 def continue_probability(p_long):
@@ -70,8 +83,9 @@ def greedy_accuracy(p_long, acc_long=1.0):
 
 
 def star_round(q):
-    """(T4) one STaR round on a calibrated model: q -> P(long | correct) = 2q/(1 + q)."""
-    q = np.asarray(q, dtype=np.float64)
+    """(T4) one STaR round on a calibrated model whose long chain is always right (a_L = 1):
+    q -> P(long | correct) = q / (q + (1 − q)/2) = 2q/(1 + q)."""
+    q = _probability(q)
     return 2.0 * q / (1.0 + q)
 
 
@@ -80,7 +94,10 @@ def steps_to_reach(p_long, q_star, rate):
     constant ``rate`` per step: (logit q* − logit p)/rate. rate = log 2 gives STaR rounds.
 
     Hand value: p = 0.2, q* = 0.8, rate = log 2: (log 4 + log 4)/log 2 = 4 rounds.
+    Negative when p is already above q*; ``rate`` must be > 0.
     """
+    if not np.all(np.asarray(rate) > 0):
+        raise ValueError(f"rate must be > 0, got {rate}")
     return (logit(q_star) - logit(p_long)) / rate
 
 

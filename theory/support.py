@@ -34,9 +34,11 @@ def pg_logit_gradient(logits, rewards):
     """
     logits = np.asarray(logits, dtype=np.float64)
     p = np.exp(log_softmax(logits))
-    v = np.sum(p * rewards, axis=-1, keepdims=True)
-    # Where p == 0 the product is 0 whatever r is; `where` avoids 0 · inf if r is infinite.
-    return np.where(p > 0, p * (rewards - v), 0.0)
+    # An answer with p == 0 contributes nothing whatever its reward (even an infinite one,
+    # where 0 · inf would be NaN): its terms are dropped from the mean and the gradient.
+    live_r = np.where(p > 0, rewards, 0.0)
+    v = np.sum(p * live_r, axis=-1, keepdims=True)
+    return np.where(p > 0, p * (live_r - v), 0.0)
 
 
 def reinforce_logit_gradient(logits, actions, advantages):
@@ -72,14 +74,25 @@ def support_preserved(p_before, p_after, tol: float = 0.0) -> bool:
 
 def log_all_miss(p, n):
     """log P(none of n independent tries succeeds) = n log(1 − p), elementwise; exactly −inf
-    at p = 1 (log1p keeps the digits of tiny p)."""
-    with np.errstate(divide="ignore"):
-        return n * np.log1p(-np.asarray(p, np.float64))
+    at p = 1 and n > 0, and 0 for n = 0 tries (log1p keeps the digits of tiny p)."""
+    p, n = _probabilities(p), np.asarray(n)
+    if np.any(n < 0):
+        raise ValueError(f"the number of tries must be >= 0, got {n}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n == 0, 0.0, n * np.log1p(-p))
+
+
+def _probabilities(p):
+    p = np.asarray(p, np.float64)
+    if not np.all((p >= 0) & (p <= 1)):  # NaN fails too
+        raise ValueError("probabilities must lie in [0, 1]")
+    return p
 
 
 def at_least_once(p, n):
     """P(at least one of n independent tries with success probability p succeeds) =
-    1 − (1 − p)^n, elementwise, stable for tiny p (≈ n·p). Hand value: p = 1/2, n = 2: 3/4."""
+    1 − (1 − p)^n, elementwise, stable for tiny p (≈ n·p). Hand values: p = 1/2, n = 2: 3/4;
+    n = 0: 0 (no try, no success), also at p = 1."""
     return -np.expm1(log_all_miss(p, n))
 
 
@@ -93,9 +106,6 @@ def rl_reach(p, group_size: int, prompt_draws: int, n_problems: int):
     Hand values: p = 1/2, G = 1, D = 2, |P| = 1 gives 3/4; p = 1/2, G = 2, D = 1, |P| = 4
     gives 3/16. Computed with log1p/expm1, so tiny p keeps its digits (ρ ≈ G·D·p/|P|).
     """
-    p = np.asarray(p, np.float64)
-    if np.any(p < 0) or np.any(p > 1):
-        raise ValueError("success probabilities must lie in [0, 1]")
     return at_least_once(at_least_once(p, group_size) / n_problems, prompt_draws)
 
 
@@ -129,7 +139,9 @@ def shared_strategy_first_step(w_a: float, n_a: int, n_b: int, group_size: int,
 
 
 def unsolved_bound(p_base, reach, n: int):
-    """Upper bound on the expected fraction of base-unsolved problems solved after RL.
+    """Upper bound on the fraction of base-unsolved problems solved after RL, as a ratio of
+    expectations: E[# base-unsolved problems solved after RL] / E[# base-unsolved problems]
+    (not the expectation of the per-run fraction, which differs at small counts).
 
     Ours (docs/theory_rl_dynamics.md §4): problem j is base-unsolved (no success in n base
     samples) with probability w_j = (1 − p_j)^n. If RL learns a problem only when it sampled a
@@ -137,9 +149,12 @@ def unsolved_bound(p_base, reach, n: int):
     most its base success b_j = 1 − (1 − p_j)^n, then
         F_U ≤ Σ_j w_j [ρ_j + (1 − ρ_j) b_j] / Σ_j w_j.
     Hand value: p = (0, 1), ρ = (0, 1): only problem 0 is unsolved and unreachable: 0.
+    Undefined (``ValueError``) when no problem can be base-unsolved (every p_j = 1).
     """
-    p = np.asarray(p_base, np.float64)
-    rho = np.asarray(reach, np.float64)
+    p = _probabilities(p_base)
+    rho = _probabilities(reach)
     log_miss = log_all_miss(p, n)  # −inf at p_j = 1: w_j = 0 and b_j = 1
     w, b = np.exp(log_miss), -np.expm1(log_miss)
+    if not np.sum(w) > 0:
+        raise ValueError("no problem can be base-unsolved (every p_j = 1, or none given)")
     return float(np.sum(w * (rho + (1 - rho) * b)) / np.sum(w))

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 import tasks
-from tasks.core import PAD, check, check_int, check_seed
+from tasks.core import PAD, check, check_int, check_number, check_seed
 from toymodels import checkpoint, loop, model, runs
 from toymodels.config import ModelConfig
 from toymodels.configs import config_hash, from_dict, to_dict
@@ -79,10 +79,7 @@ class NTPConfig:
         check_seed(o, "seed", self.seed)
         check_int(o, "n_seeds", self.n_seeds, 1)
         for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio"):
-            value = getattr(self, name)
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            check(ok and 0 <= value < float("inf"), o, name, value, "a finite number >= 0")
-        check(self.grad_clip > 0, o, "grad_clip", self.grad_clip, "a number > 0")
+            check_number(o, name, getattr(self, name), positive=name == "grad_clip")
         check(self.min_lr_ratio <= 1, o, "min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
         check(self.checkpoint_schedule in SCHEDULES, o, "checkpoint_schedule",
               self.checkpoint_schedule, f"one of {SCHEDULES}")
@@ -216,10 +213,7 @@ def make_train(config: NTPConfig, run_dir: Path | str | None = None):
         step_fn = parts.seeds_step if batched else parts.step
         if run_dir is not None:
             runs.claim_json(Path(run_dir) / CONFIG_FILE, to_dict(config), "NTPConfig")
-            # A run may train the config's seeds, other keys, or one key without a seed
-            # axis: record which, so load_params restores the layout that was saved.
-            layout = {"seed_axis": batched, "n_seeds": int(keys.shape[0]) if batched else 1}
-            claim_layout(Path(run_dir) / LAYOUT_FILE, layout)
+            claim_layout(Path(run_dir) / LAYOUT_FILE, seed_layout(keys))
         result = loop.run_chunks(step_fn, carry, total_steps=config.steps,
                                  chunk_size=config.chunk_size, run_dir=run_dir,
                                  checkpoint_steps=keep, desc=f"ntp {config.task}")
@@ -260,11 +254,28 @@ def load_params(run_dir: Path | str, seed_index: int | None = None, step: int | 
     return _parts(config).graphdef, params, config
 
 
+def seed_layout(keys: jax.Array) -> dict:
+    """Which seeds a run trains: the config's seeds, other keys, or one key without a seed
+    axis. Recorded so that ``load_params`` restores the layout that was saved, and so that a
+    rerun with other keys of the same shape is refused rather than resumed from the
+    checkpoints of the first keys (the shapes alone cannot tell them apart)."""
+    data = jax.random.key_data(keys) if jax.dtypes.issubdtype(
+        keys.dtype, jax.dtypes.prng_key) else keys
+    batched = keys.ndim == 1
+    return {"seed_axis": batched, "n_seeds": int(keys.shape[0]) if batched else 1,
+            "key_data": np.asarray(data).tolist()}
+
+
 def claim_layout(path: Path, layout: dict) -> None:
     """Record which seeds a run's checkpoints hold, refusing another layout. A run saved
     before layouts were recorded has checkpoints and no file: it is left alone (its
     checkpoints decide: another layout fails to restore, ``CheckpointMismatch``, and nothing
-    is written), so a wrong guess can never be written beside them."""
+    is written), so a wrong guess can never be written beside them. A layout file written
+    before keys were recorded is compared without them."""
+    if path.exists():
+        stored = runs.read_json(path)
+        if isinstance(stored, dict) and "key_data" not in stored:
+            layout = {k: v for k, v in layout.items() if k != "key_data"}
     if path.exists() or not checkpoint.steps(path.parent):
         runs.claim_json(path, layout, "seed layout")
 

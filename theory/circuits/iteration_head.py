@@ -118,9 +118,12 @@ def build(max_bits: int, *, eoi_gap: float = 30.0, offset_gap: float = 20.0,
 
 
 def designated_keys(n_bits: int) -> dict[str, np.ndarray]:
-    """The attention targets the circuit is defined by (E16, AttentionEval), for one length L:
+    """The attention targets the circuit is defined by, for one length L:
 
-    ``layer1``: int[L] key column (L + 1, the <eoi>) of queries L + 1 .. 2L;
+    ``layer1``: int[L] key column (L + 1, the <eoi>) of queries L + 1 .. 2L, the columns
+    that predict s_1 .. s_L. (The figure's score follows the official E16 AttentionEval,
+    queries L + 2 .. 2L + 1, one column later: it drops the <eoi> query and adds the one
+    that predicts <eos>.)
     ``layer2``: int[L] key column t of query L + t, t = 1 .. L (query columns ``queries``).
     """
     t = np.arange(1, n_bits + 1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tasks.core import check, check_int, check_seed
+from tasks.core import check, check_int, check_number, check_seed
 from toymodels.rl.advantages import ADVANTAGE_ESTIMATORS, DEFAULT_SCALE_REWARDS, SCALE_REWARDS
 from toymodels.rl.objectives import DEFAULT_LOSS_AGG, KL_NAMES, LOSS_AGGREGATIONS
 
@@ -102,11 +102,11 @@ class RLConfig:
         batch = self.prompts_per_step * self.group_size
         check(batch % self.minibatches == 0, o, "minibatches", self.minibatches,
               f"a divisor of prompts_per_step * group_size = {batch}")
-        _number(o, "temperature", self.temperature, positive=True)
+        check_number(o, "temperature", self.temperature, positive=True)
         for name in ("eps_low", "eps_high", "kl_coef", "entropy_coef", "lr"):
-            _number(o, name, getattr(self, name))
+            check_number(o, name, getattr(self, name))
         check(self.eps_low < 1, o, "eps_low", self.eps_low, "a number in [0, 1)")
-        _number(o, "grad_clip", self.grad_clip, positive=True)
+        check_number(o, "grad_clip", self.grad_clip, positive=True)
         check(self.kl_estimator in KL_NAMES, o, "kl_estimator", self.kl_estimator,
               f"one of {KL_NAMES}")
         check_int(o, "steps", self.steps, 1)
@@ -133,9 +133,3 @@ class RLConfig:
             loss_agg=self.loss_agg or DEFAULT_LOSS_AGG[self.advantage],
             max_new_tokens=new_tokens,
             max_tokens=self.max_tokens or new_tokens)
-
-
-def _number(owner, field, value, positive=False):
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and 0 <= value < float("inf") and (value > 0 or not positive)
-    check(ok, owner, field, value, "a finite number " + ("> 0" if positive else ">= 0"))

@@ -25,7 +25,7 @@ from toymodels import loop, runs
 from toymodels.configs import config_hash, to_dict
 from toymodels.rl.config import RLConfig
 from toymodels.rl.step import make_eval, make_optimizer, make_step
-from toymodels.train import claim_layout, load_params, make_task, seed_keys
+from toymodels.train import claim_layout, load_params, make_task, seed_keys, seed_layout
 
 CONFIG_FILE = "rl_config.json"
 LAYOUT_FILE = "rl_layout.json"  # how many keys the checkpoints hold
@@ -105,8 +105,7 @@ def make_train(config: RLConfig, run_dir: Path | str | None = None, *, init=None
                 raise ValueError(f"run_dir {run_dir} is the NTP run RLConfig.init_from: give "
                                  "the RL run a directory of its own")
             runs.claim_json(Path(run_dir) / CONFIG_FILE, to_dict(config), "RLConfig")
-            claim_layout(Path(run_dir) / LAYOUT_FILE,
-                         {"seed_axis": not single, "n_seeds": int(keys.shape[0])})
+            claim_layout(Path(run_dir) / LAYOUT_FILE, seed_layout(keys[0] if single else keys))
         result = loop.run_chunks(step_fn, carry, total_steps=config.steps,
                                  chunk_size=config.chunk_size, run_dir=run_dir,
                                  desc=f"rl {config.task}")
