@@ -246,7 +246,9 @@ def new_figure(n_panels: int, *, ncols: int | None = None, size: float = 3.6):
 def save_figure(fig, run_dir: Path) -> tuple[Path, Path]:
     """Write ``figure.png`` (150 dpi) and ``figure.svg`` into ``run_dir``; close the figure.
 
-    SVG metadata carries no date, so the same numbers give the same file.
+    The same numbers give the same files in any process: the SVG carries no date, and its
+    element ids are salted with a fixed string (matplotlib salts them at random per process
+    by default).
     """
     import matplotlib.pyplot as plt
 
@@ -255,7 +257,8 @@ def save_figure(fig, run_dir: Path) -> tuple[Path, Path]:
     png, svg = run_dir / "figure.png", run_dir / "figure.svg"
     fig.tight_layout()
     fig.savefig(png, dpi=150)
-    fig.savefig(svg, metadata={"Date": None})
+    with plt.rc_context({"svg.hashsalt": "toyreason"}):
+        fig.savefig(svg, metadata={"Date": None})
     plt.close(fig)
     return png, svg
 

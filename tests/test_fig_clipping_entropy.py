@@ -64,9 +64,10 @@ def test_flipped_predictions_are_rejected(quick):
     # A sign test cannot reject a doubled constant: only the flip is a wrong prediction here.
     cfg, _, result = quick
     judged = {c.name: c for c in M.claims(harness.corrupt(result, M.PREDICTIONS, "flip"), cfg)}
-    for name, c in judged.items():
-        if str(c.predicted).startswith("sign"):
-            assert not c.holds, name
+    signs = {name: c for name, c in judged.items() if str(c.predicted).startswith("sign")}
+    assert len(signs) == 5, sorted(signs)  # the five sign claims of the module docstring
+    for name, c in signs.items():
+        assert not c.holds, name
     # A flipped or doubled second-order drift is rejected by the claim that removes the
     # realised first order (the drift is ~1e-4, the residual's 95% CI ~1e-5 wide).
     sharp = "on-policy: entropy change = realised first order + second-order drift"

@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import pytest
 
+from experiments import harness, runner
 from experiments import iteration_head as ih
 from experiments import iteration_head_data as data
-from experiments import runner
 from theory.circuits import iteration_head
 from toymodels.interp import load_weights
 
@@ -131,6 +131,19 @@ def test_wrong_predictions_are_rejected():
     assert not v["parity: final l1_abs"] and not v["parity: l1_abs at init = chance"]
 
 
+@pytest.mark.parametrize("kind", harness.WRONG_KINDS)
+def test_a_wrong_chance_level_is_rejected(kind):
+    # The `abs` scores' chance (0.15 here) flipped or doubled is off by more than CHANCE_TOL.
+    # The `thr` scores' chance is 0 (no query sees fewer than 3 keys): a flipped or doubled 0
+    # is still 0, so no wrong prediction of that form exists for them.
+    result = _synthetic()
+    present = [k for k in ih.PREDICTIONS if k in result]
+    assert present == [f"parity_{score}_chance" for score in ih.SCORES]
+    verdicts = _verdicts(harness.corrupt(result, present, kind))
+    for score in ("l1_abs", "l2_abs"):
+        assert not verdicts[f"parity: {score} at init = chance"], score
+
+
 def test_quick_run_end_to_end(tmp_path):
     config = ih.quick_config()
     run_dir = runner.execute(ih, config, tmp_path)
@@ -140,7 +153,12 @@ def test_quick_run_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_run(tmp_path):
+def test_full_run_judges_every_claim(tmp_path):
+    """Completion and a verdict for every claim only: in the budget the head does not form
+    and the formation claims do not hold (docs/theory_circuits.md)."""
     config = ih.Config(seed=11)  # other seeds than the figure's
     run_dir = runner.execute(ih, config, tmp_path)
-    assert (run_dir / "claims.json").exists()
+    found = ih.claims(dict(np.load(run_dir / "metrics.npz")), config)
+    per_task = 3 * len(ih.SCORES) + len(ih.ABLATIONS)  # + 2 TV claims for parity
+    assert len(found) == per_task * len(config.tasks) + 2
+    assert all(isinstance(c.holds, bool) for c in found)

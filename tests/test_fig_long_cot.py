@@ -86,9 +86,9 @@ def test_wrong_predictions_are_rejected(kind):
         elif key == "pred_greedy_acc":
             assert sum("greedy: accuracy" in n for n in failed) == len(cfg.p_longs), failed
         elif key == "pred_identity":
-            assert "identity A = q a_L + (1-q)/2: mean z^2" in failed
+            assert "short answers at chance: A = q a_L + (1-q)/2, mean z^2" in failed
         else:
-            assert "steps to q*: slope / (1/kappa)" in failed
+            assert "steps to q*: slope / (1/kappa), kappa from the same runs" in failed
 
 
 # ------------------------------------------------------------------------------ quick run

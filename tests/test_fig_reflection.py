@@ -180,7 +180,7 @@ def test_wrong_predictions_are_rejected(kind):
     judged = M.claims(harness.corrupt(result, ["pred_rate_shape"], kind), IDEAL)
     failed = {c.name for c in judged if not c.holds}
     if kind == "flip":  # the rate claim fits k through the origin: a doubled shape only halves k
-        assert {f"rate: dlogit b/dt vs Eq. 7, {a}" for a in IDEAL.advantages} <= failed
+        assert {f"rate shape: dlogit b/dt vs Eq. 7, {a}" for a in IDEAL.advantages} <= failed
     judged = M.claims(harness.corrupt(result, ["pred_emergence"], kind), IDEAL)
     failed = {c.name for c in judged if not c.holds}
     reached = [c.name for c in M.claims(result, IDEAL)

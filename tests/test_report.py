@@ -152,3 +152,26 @@ def test_wrong_predictions():
     assert bad["pred"][0] == -1.0 and res["pred"][0] == 1.0 and bad["meas"] is res["meas"]
     with pytest.raises(ValueError):
         harness.wrong_prediction([1.0], "halve")
+
+
+SAVE_A_FIGURE = """
+import sys
+from experiments import harness
+fig, axes = harness.new_figure(2)
+for ax in axes:
+    ax.plot([0, 1, 2], [1.0, 0.5, 0.25], label="curve")
+    ax.fill_between([0, 1, 2], [0.9, 0.4, 0.2], [1.1, 0.6, 0.3], alpha=0.2)
+    ax.legend()
+harness.save_figure(fig, sys.argv[1])
+"""
+
+
+def test_the_same_figure_saved_in_two_processes_gives_identical_files(tmp_path):
+    # matplotlib salts SVG element ids at random per process unless told otherwise.
+    import subprocess
+    import sys
+
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-c", SAVE_A_FIGURE, str(tmp_path / name)], check=True)
+    for file in ("figure.svg", "figure.png"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()

@@ -63,7 +63,7 @@ def mixture_accuracy(q_long, acc_long=1.0):
     Hand value: q = 0.2, a_L = 1: 0.2 + 0.4 = 0.6 = (1 + 0.2)/2.
     """
     q = _probability(q_long)
-    return q * _probability(acc_long, dtype=np.float64) + (1.0 - q) * 0.5
+    return q * _probability(acc_long) + (1.0 - q) * 0.5
 
 
 def continue_probability(p_long):
