@@ -60,7 +60,7 @@ from experiments import reflection_measures as RM
 from tasks.core import check_seed
 
 NAME = "reflection-emergence"
-PAPER = "Yao et al. 2025, arXiv 2510.04028"
+PAPER = "Yao et al. 2025, arXiv 2510.04028; Kang et al. 2025, arXiv 2510.08308"
 DESCRIPTION = ("Reflection (<back>) after NTP on traces with a fraction rho of wrong turns, "
                "then GRPO / Dr.GRPO: support, targeting, rate (Eq. 7-8), first try")
 PREDICTIONS = ("pred_rate_shape", "pred_emergence")

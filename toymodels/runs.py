@@ -1,12 +1,15 @@
 """Runs on disk: ``runs/<name>/<config-hash>/`` with config, manifest, metrics, checkpoints.
 
     run_dir = run_dir_for("runs", "quickstart", config)   # runs/quickstart/3f2a9c0b1d4e
+    run_dir.mkdir(parents=True, exist_ok=True)             # run_dir_for only names it
     write_config(run_dir, config)                          # config.json
     write_manifest(run_dir, config, seeds=[0, 1], command="toyreason run quickstart", ...)
     save_metrics(run_dir, {"loss": array, ...})            # metrics.npz + metrics.json summary
 
-The id is the config hash, so the same config lands in the same directory (and a rerun resumes
-from its checkpoints) while any changed value gets a directory of its own.
+The id is the config hash, so the same config lands in the same directory (a rerun resumes
+from its checkpoints where the run writes them: training through ``make_train(config,
+run_dir)``, e.g. ``quickstart``; the theory figures train in memory and rerun from scratch)
+while any changed value gets a directory of its own.
 """
 
 from __future__ import annotations

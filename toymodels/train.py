@@ -1,16 +1,20 @@
 """Next-token training: ``make_train(config, run_dir) -> train(key)``, all steps compiled.
 
-    config = NTPConfig(model=ModelConfig(vocab_size=13, max_len=17, n_layers=1),
+    task = tasks.make("seq/reverse", length=8)       # vocabulary 13, prompt 9 + target 9
+    config = NTPConfig(model=ModelConfig(vocab_size=13, max_len=18, n_layers=1),
                        task="seq/reverse", task_config={"length": 8}, steps=300)
     train = make_train(config)
     params, metrics = train()          # seeds config.seed .. config.seed + n_seeds - 1
-    evaluate(train.graphdef, jax.tree.map(lambda x: x[0], params), task, key, 256)
+    evaluate(train.graphdef, jax.tree.map(lambda x: x[0], params), task,
+             jax.random.key(1), 256)["accuracy"]             # 1.0 (about 15 s on 2 cores)
 
 One step: sample a batch in the graph (``task.sample(fold_in(data_key, step), B)``), build
 ``concat(prompt, target)``, take cross-entropy on the target tokens only (up to and including
 ``<eos>``; never the prompt or padding), clip the gradient's global norm, AdamW with linear
 warmup and cosine decay. Seeds are a ``vmap`` over the whole train state: one compiled call.
-Seed ``s`` uses ``jax.random.key(s)``, so seed 2 of a 4-seed run is the run with ``seed=2``.
+Seed ``s`` uses ``jax.random.key(s)``, so seed 2 of a 4-seed run is the run with ``seed=2``
+(same keys and data; the numbers agree up to float rounding, ~1e-6, because the vmapped
+computation may sum in another order).
 """
 
 from __future__ import annotations

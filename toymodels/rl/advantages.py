@@ -1,7 +1,9 @@
 """Outcome-reward advantage estimators, registered by name (tunix style).
 
 Every estimator maps the rewards of one rollout batch, shaped ``float32[P, G]`` (P prompts,
-G completions each), to a *centred* learning signal of the same shape. Scaling by a standard
+G completions each), to a learning signal of the same shape, centred by a baseline, except
+``reinforce`` with ``batch_baseline=False`` (the default), which returns the raw rewards
+(plain REINFORCE: no baseline). Scaling by a standard
 deviation is a separate switch (``scale_rewards``), applied afterwards by
 :func:`compute_advantages`, so that the two biases Liu et al. 2025 (Dr.GRPO, arXiv 2503.20783,
 §3.1) identify can be turned on and off one at a time:

@@ -1,8 +1,19 @@
 """RL training: ``make_train(config) -> train(key)``, every step one compiled function.
 
-    ntp = toymodels.train.make_train(ntp_config, run_dir="runs/ntp")   # then
+    task = tasks.make("arith/addition")
+    model = ModelConfig(vocab_size=task.vocab.size,
+                        max_len=task.prompt_len + task.max_target_len)
+    ntp = toymodels.train.make_train(NTPConfig(model=model, task="arith/addition", steps=200),
+                                     run_dir="runs/ntp")
+    ntp()                              # trains and checkpoints the NTP run RL starts from
     train = make_train(RLConfig(task="arith/addition", init_from="runs/ntp", steps=50))
     params, metrics = train()          # seeds config.seed .. config.seed + n_seeds - 1
+
+``init_from`` is a trained NTP run directory (``ntp_config.json``, ``ntp_layout.json``,
+``checkpoints/``); ``init_seed_index`` picks its seed, or pass ``init=(graphdef, params)``.
+The model's ``max_len`` must hold ``prompt_len + max_new_tokens``. An RL ``run_dir`` gets
+``rl_config.json``, ``rl_layout.json`` and ``checkpoints/``; the metrics are returned, not
+written (``toymodels.runs.save_metrics`` writes them).
 
 A chunk of steps is one ``lax.scan`` run by :func:`toymodels.loop.run_chunks` (the same driver
 as next-token training: checkpoint, resume, NaN stop). Seeds are a ``vmap`` of the per-seed
