@@ -149,12 +149,13 @@ def unsolved_bound(p_base, reach, n: int):
     most its base success b_j = 1 − (1 − p_j)^n, then
         F_U ≤ Σ_j w_j [ρ_j + (1 − ρ_j) b_j] / Σ_j w_j.
     Hand value: p = (0, 1), ρ = (0, 1): only problem 0 is unsolved and unreachable: 0.
-    Undefined (``ValueError``) when no problem can be base-unsolved (every p_j = 1).
+    NaN when no problem can be base-unsolved (every p_j = 1: the fraction is 0/0), so a
+    figure whose base solves everything reports the claim as not holding instead of failing.
     """
     p = _probabilities(p_base)
     rho = _probabilities(reach)
     log_miss = log_all_miss(p, n)  # −inf at p_j = 1: w_j = 0 and b_j = 1
     w, b = np.exp(log_miss), -np.expm1(log_miss)
     if not np.sum(w) > 0:
-        raise ValueError("no problem can be base-unsolved (every p_j = 1, or none given)")
+        return float("nan")
     return float(np.sum(w * (rho + (1 - rho) * b)) / np.sum(w))
