@@ -104,7 +104,8 @@ CHANCE_ACC = {"parity": 0.5, "polynomial": 1.0 / 11.0}
 SCORES = ("l1_abs", "l1_thr", "l2_abs", "l2_thr")
 KINDS = ("parity", "polynomial")
 # The predictions that live in the result (the rest are the constants above): each score's
-# chance level, the weight a uniform pattern puts on the designated key.
+# chance level: for `abs` the weight a uniform pattern puts on the designated key, for `thr`
+# the fraction of queries where that weight exceeds 0.5.
 PREDICTIONS = tuple(f"{kind}_{score}_chance" for kind in KINDS for score in SCORES)
 INITS = ("normal", "torch")
 OPTIMIZERS = ("adamw-cosine", "adam")

@@ -179,8 +179,9 @@ def check_int(owner: str, field: str, value: Any, lo: int, hi: int | None = None
     check(ok, owner, field, value, f"an integer {rng}")
 
 
-# The smallest positive float32: a step size or clip norm below it rounds to 0 in the
-# float32 computation, which would silently train nothing.
+# The smallest normal float32: a step size or clip norm below it is 0 in the float32
+# computation (smaller values are subnormal, and XLA flushes subnormals to 0), which would
+# silently train nothing.
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
@@ -190,7 +191,7 @@ def check_number(owner: str, field: str, value: Any, *, positive: bool = False) 
     ok = ok and 0 <= value < float("inf") and (value == 0 or value >= FLOAT32_TINY)
     ok = ok and (value > 0 or not positive)
     check(ok, owner, field, value, "a finite number " + ("> 0" if positive else ">= 0")
-          + f" (a non-zero value >= {FLOAT32_TINY:.3g}, the smallest float32)")
+          + f" (a non-zero value >= {FLOAT32_TINY:.3g}, the smallest normal float32)")
 
 
 def check_prob(owner: str, field: str, value: Any, *, open_hi: bool = False) -> None:
@@ -206,8 +207,8 @@ def _integer_completions(method):
     @functools.wraps(method)
     def checked(self, batch, completions, *args, **kwargs):
         dtype = getattr(completions, "dtype", None)
-        if dtype is None:
-            dtype = np.asarray(completions).dtype
+        if dtype is None:  # a list (of ints, or of traced rows under jit)
+            dtype = jnp.asarray(completions).dtype
         if not (np.issubdtype(dtype, np.integer) and dtype != np.bool_):
             raise TypeError(f"{self.name}.{method.__name__}: completions must be token ids "
                             f"of an integer dtype (int32), got {dtype}")

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from typing import Literal
 
+import numpy as np
 import pytest
 
 from toymodels.configs import config_hash, from_dict, override, to_dict
@@ -37,6 +38,14 @@ def test_round_trip_through_json_gives_an_equal_config():
     config = Outer(Inner(lr=0.25, steps=3), True, (4, 5, 6), (2, 1.5), 7, "b", {"k": [1, 2]})
     text = json.dumps(to_dict(config))
     assert from_dict(Outer, json.loads(text)) == config
+
+
+def test_numpy_scalars_are_written_as_plain_numbers():
+    config = Outer(Inner(lr=np.float32(0.25), steps=np.int64(3)))
+    inner = to_dict(config)["inner"]
+    assert inner["lr"] == 0.25 and type(inner["lr"]) is float
+    assert inner["steps"] == 3 and type(inner["steps"]) is int
+    assert config_hash(config) == config_hash(Outer(Inner(lr=0.25, steps=3)))
 
 
 def test_from_dict_fills_defaults_and_rejects_unknown_keys():

@@ -411,3 +411,11 @@ def test_full_run(tmp_path):
                  "base-unsolved problems RL solves (expected fraction)",
                  "solved fraction: base-sometimes minus base-never", *STRATEGY_CLAIMS):
         assert found[name].holds, name
+
+
+def test_a_diverged_seed_gives_nan_statistics_not_an_error():
+    # The RL scan has no NaN stop: a seed whose success rates are NaN must reach the claims
+    # as NaN (judged not holding), not crash the figure after training.
+    out = D.support_stats(np.array([0.2, 0.5]), np.array([[0.3, np.nan]]), 4,
+                          np.array([0.5, 0.5]))
+    assert np.isnan(out["F_U"][0]) and np.isfinite(out["bound"])

@@ -245,3 +245,10 @@ def test_full_run_judges_every_claim(tmp_path):
     assert all(isinstance(c.holds, bool) for c in found)
     # The support claim holds robustly: no <back> in the data, none after RL.
     assert all(c.holds for c in found if c.name.startswith("support")), found
+
+
+def test_a_diverged_seed_is_dropped_from_the_rates_not_an_error():
+    # The RL scan has no NaN stop: NaN b values are left out of the per-interval rates.
+    meas, pred = RM.interval_rates(np.arange(4.0), np.array([[0.1, 0.2, np.nan, np.nan]]),
+                                   np.ones((1, 4)))
+    assert meas.size == pred.size == 1 and np.isfinite(meas).all()

@@ -352,13 +352,22 @@ def test_a_one_hot_policy_has_zero_entropy_change_not_nan():
     np.testing.assert_array_equal(S.pg_logit_gradient([0, 0, -np.inf], [0, 0, np.inf]), 0.0)
 
 
+def test_a_nan_measurement_gives_nan_not_an_error():
+    # A diverged seed's success rate is NaN: the figure must report a failed claim, not
+    # crash after training.
+    assert np.isnan(S.at_least_once(np.nan, 3))
+    assert np.isnan(S.unsolved_bound([0.2, np.nan], [0.5, 0.5], 4))
+    assert np.isnan(R.logit(np.nan)) and np.isnan(R.mixture_accuracy(np.nan))
+
+
 def test_no_tries_means_no_success():
     assert S.at_least_once(1.0, 0) == 0.0 and S.at_least_once(0.3, 0) == 0.0
     assert S.rl_reach(1.0, 8, 0, 1) == 0.0
     with pytest.raises(ValueError, match="tries"):
         S.at_least_once(0.5, -1)
     with pytest.raises(ValueError, match="probabilities"):
-        S.at_least_once(np.nan, 3)
+        S.at_least_once(1.5, 3)
+    assert str(S.at_least_once(0.3, 0)) == "0.0"  # not -0.0
 
 
 def test_undefined_inputs_are_refused():
@@ -367,7 +376,7 @@ def test_undefined_inputs_are_refused():
     assert np.isnan(S.unsolved_bound([1.0, 1.0], [0.0, 0.0], 4))  # 0/0: none can be unsolved
     with pytest.raises(ValueError, match="probabilities"):
         S.unsolved_bound([0.0], [2.0], 4)  # a reach probability of 2
-    with pytest.raises(ValueError, match="probability"):
+    with pytest.raises(ValueError, match="probabilities"):
         R.star_round(1.5)
     with pytest.raises(ValueError, match="rate"):
         R.steps_to_reach(0.2, 0.8, 0.0)

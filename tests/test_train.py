@@ -59,7 +59,7 @@ def test_config_is_validated_against_the_task():
         dataclasses.replace(TINY, task_config={"length": 5, "n_symbols": 4})
     with pytest.raises(ValueError, match="NTPConfig.lr=-1.0"):
         dataclasses.replace(TINY, lr=-1.0)
-    with pytest.raises(ValueError, match="NTPConfig.grad_clip=1e-300.*smallest float32"):
+    with pytest.raises(ValueError, match="NTPConfig.grad_clip=1e-300.*smallest normal float32"):
         dataclasses.replace(TINY, grad_clip=1e-300)  # rounds to 0: every update would be 0
     with pytest.raises(ValueError, match="unknown task 'seq/nope'"):
         dataclasses.replace(TINY, task="seq/nope")
@@ -181,6 +181,15 @@ def test_a_run_dir_refuses_another_seed_layout_and_keeps_its_checkpoints(tmp_pat
         make_train(config, tmp_path)(jax.random.split(jax.random.key(7), 2))
     assert not (tmp_path / "ntp_layout.json").exists()
     assert sorted(p.name for p in checkpoint.checkpoint_dir(tmp_path).iterdir()) == saved
+
+
+def test_raw_uint32_keys_are_refused_before_anything_is_written(tmp_path):
+    # PRNGKey(0) has shape [2]: read as two seeds it would train the wrong layout.
+    with pytest.raises(TypeError, match="typed key"):
+        make_train(TINY, tmp_path / "run")(jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="1-D array of keys"):
+        make_train(TINY, tmp_path / "run")(jax.random.split(jax.random.key(0), (2, 2)))
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_damaged_config_file_is_named_in_the_error(tmp_path):

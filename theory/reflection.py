@@ -36,25 +36,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from theory._checks import probabilities
+
 GREEDY_THRESHOLD = 1.0 / 3.0  # Eq. 2
-
-
-def _probability(q):
-    q = np.asarray(q, dtype=np.float64)
-    if not np.all((q >= 0) & (q <= 1)):  # NaN fails too
-        raise ValueError(f"a probability must lie in [0, 1], got {q}")
-    return q
 
 
 def logit(q):
     """log(q / (1 − q)), elementwise (±inf at q = 1, 0)."""
-    q = _probability(q)
+    q = probabilities(q)
     return np.log(q) - np.log1p(-q)
 
 
 def ntp_long_rate(p_long):
     """(T1) P(long) of a length-calibrated NTP model at temperature 1: p."""
-    return np.asarray(p_long, dtype=np.float64)
+    return probabilities(p_long)
 
 
 def mixture_accuracy(q_long, acc_long=1.0):
@@ -62,13 +57,13 @@ def mixture_accuracy(q_long, acc_long=1.0):
 
     Hand value: q = 0.2, a_L = 1: 0.2 + 0.4 = 0.6 = (1 + 0.2)/2.
     """
-    q = _probability(q_long)
-    return q * _probability(acc_long) + (1.0 - q) * 0.5
+    q = probabilities(q_long)
+    return q * probabilities(acc_long) + (1.0 - q) * 0.5
 
 
 def continue_probability(p_long):
     """(T2) P(second output token is a bit | first token = x_1) = 2p/(1 + p)."""
-    p = np.asarray(p_long, dtype=np.float64)
+    p = probabilities(p_long)
     return 2.0 * p / (1.0 + p)
 
 
@@ -79,13 +74,13 @@ def greedy_uses_long(p_long):
 
 def greedy_accuracy(p_long, acc_long=1.0):
     """(T2) greedy accuracy: 1/2 below the threshold, a_L above it."""
-    return np.where(greedy_uses_long(p_long), np.asarray(acc_long, np.float64), 0.5)
+    return np.where(greedy_uses_long(p_long), probabilities(acc_long), 0.5)
 
 
 def star_round(q):
     """(T4) one STaR round on a calibrated model whose long chain is always right (a_L = 1):
     q -> P(long | correct) = q / (q + (1 − q)/2) = 2q/(1 + q)."""
-    q = _probability(q)
+    q = probabilities(q)
     return 2.0 * q / (1.0 + q)
 
 

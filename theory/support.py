@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from theory._checks import probabilities
 from theory.entropy import log_softmax
 from theory.grpo_weights import correct_advantage_sum
 
@@ -75,25 +76,19 @@ def support_preserved(p_before, p_after, tol: float = 0.0) -> bool:
 def log_all_miss(p, n):
     """log P(none of n independent tries succeeds) = n log(1 − p), elementwise; exactly −inf
     at p = 1 and n > 0, and 0 for n = 0 tries (log1p keeps the digits of tiny p)."""
-    p, n = _probabilities(p), np.asarray(n)
+    p, n = probabilities(p), np.asarray(n)
     if np.any(n < 0):
         raise ValueError(f"the number of tries must be >= 0, got {n}")
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(n == 0, 0.0, n * np.log1p(-p))
 
 
-def _probabilities(p):
-    p = np.asarray(p, np.float64)
-    if not np.all((p >= 0) & (p <= 1)):  # NaN fails too
-        raise ValueError("probabilities must lie in [0, 1]")
-    return p
-
 
 def at_least_once(p, n):
     """P(at least one of n independent tries with success probability p succeeds) =
     1 − (1 − p)^n, elementwise, stable for tiny p (≈ n·p). Hand values: p = 1/2, n = 2: 3/4;
     n = 0: 0 (no try, no success), also at p = 1."""
-    return -np.expm1(log_all_miss(p, n))
+    return 0.0 - np.expm1(log_all_miss(p, n))  # 0.0 - : no −0.0 at n = 0
 
 
 def rl_reach(p, group_size: int, prompt_draws: int, n_problems: int):
@@ -152,8 +147,8 @@ def unsolved_bound(p_base, reach, n: int):
     NaN when no problem can be base-unsolved (every p_j = 1: the fraction is 0/0), so a
     figure whose base solves everything reports the claim as not holding instead of failing.
     """
-    p = _probabilities(p_base)
-    rho = _probabilities(reach)
+    p = probabilities(p_base)
+    rho = probabilities(reach, "reach probabilities")
     log_miss = log_all_miss(p, n)  # −inf at p_j = 1: w_j = 0 and b_j = 1
     w, b = np.exp(log_miss), -np.expm1(log_miss)
     if not np.sum(w) > 0:

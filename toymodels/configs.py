@@ -25,6 +25,8 @@ import types
 import typing
 from typing import Any, Literal, Union
 
+import numpy as np
+
 
 def to_dict(config: Any) -> dict:
     """A nested dataclass as a JSON-able dict (tuples as lists, nested dataclasses as dicts)."""
@@ -40,6 +42,8 @@ def _to_json(value: Any) -> Any:
         return [_to_json(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, np.generic):  # e.g. np.float32(1e-3) given in Python: a plain number
+        return value.item()
     return value
 
 

@@ -212,6 +212,7 @@ def make_train(config: NTPConfig, run_dir: Path | str | None = None):
 
     def train(key: jax.Array | None = None):
         keys = seed_keys(config.seed, config.n_seeds) if key is None else key
+        check_keys(keys)
         batched = keys.ndim == 1
         carry = (parts.init_seeds if batched else parts.init_one)(keys)
         step_fn = parts.seeds_step if batched else parts.step
@@ -258,16 +259,28 @@ def load_params(run_dir: Path | str, seed_index: int | None = None, step: int | 
     return _parts(config).graphdef, params, config
 
 
+def check_keys(keys) -> None:
+    """``train(key)`` takes a typed key (``jax.random.key``) or a 1-D array of them. A raw
+    uint32 key (``jax.random.PRNGKey``) has a trailing axis of 2 that would be read as two
+    seeds (or a key array of shape [n, 2] as one): refused with a clear error."""
+    if not (isinstance(keys, jax.Array) and jax.dtypes.issubdtype(keys.dtype,
+                                                                   jax.dtypes.prng_key)):
+        raise TypeError("train(key) needs a typed key from jax.random.key(seed) (or an array "
+                        f"of them), got {getattr(keys, 'dtype', type(keys).__name__)}; wrap a "
+                        "raw PRNGKey with jax.random.wrap_key_data")
+    if keys.ndim > 1:
+        raise ValueError(f"train(key) takes one key or a 1-D array of keys, got shape "
+                         f"{keys.shape}")
+
+
 def seed_layout(keys: jax.Array) -> dict:
     """Which seeds a run trains: the config's seeds, other keys, or one key without a seed
     axis. Recorded so that ``load_params`` restores the layout that was saved, and so that a
     rerun with other keys of the same shape is refused rather than resumed from the
     checkpoints of the first keys (the shapes alone cannot tell them apart)."""
-    data = jax.random.key_data(keys) if jax.dtypes.issubdtype(
-        keys.dtype, jax.dtypes.prng_key) else keys
     batched = keys.ndim == 1
     return {"seed_axis": batched, "n_seeds": int(keys.shape[0]) if batched else 1,
-            "key_data": np.asarray(data).tolist()}
+            "key_data": np.asarray(jax.random.key_data(keys)).tolist()}
 
 
 def claim_layout(path: Path, layout: dict) -> None:

@@ -36,10 +36,17 @@ from toymodels import loop, runs
 from toymodels.configs import config_hash, to_dict
 from toymodels.rl.config import RLConfig
 from toymodels.rl.step import make_eval, make_optimizer, make_step
-from toymodels.train import claim_layout, load_params, make_task, seed_keys, seed_layout
+from toymodels.train import (
+    check_keys,
+    claim_layout,
+    load_params,
+    make_task,
+    seed_keys,
+    seed_layout,
+)
 
 CONFIG_FILE = "rl_config.json"
-LAYOUT_FILE = "rl_layout.json"  # how many keys the checkpoints hold
+LAYOUT_FILE = "rl_layout.json"  # which keys (and how many) the checkpoints hold
 # Step functions by (config hash, graphdef, mesh): make_train again with the same config (e.g.
 # to resume) reuses the compiled chunk, which run_chunks caches per step function.
 _STEP_FNS: dict = {}
@@ -104,6 +111,7 @@ def make_train(config: RLConfig, run_dir: Path | str | None = None, *, init=None
 
     def train(key: jax.Array | None = None):
         keys = seed_keys(config.seed, config.n_seeds) if key is None else key
+        check_keys(keys)
         single = keys.ndim == 0
         keys = keys[None] if single else keys
         carry = {"state": jax.jit(jax.vmap(init_state))(keys), "ref": start_params,
