@@ -94,6 +94,9 @@ def restore(path: Path | str, like: Any) -> Any:
     target = {"leaves": _to_storable([jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves])}
     checkpointer = ocp.StandardCheckpointer()
     try:
+        # Compare with the stored shapes first: a checkpoint of another layout gets one clear
+        # error, and Orbax is never asked for a restore it would abandon half way.
+        _check_fits(path, checkpointer.metadata(Path(path).absolute()), target["leaves"])
         restored = checkpointer.restore(Path(path).absolute(), target)
     finally:
         checkpointer.close()
@@ -195,6 +198,20 @@ def set_aside(skipped: Skipped) -> Path:
 
 
 # --------------------------------------------------------------------------- internals
+def _check_fits(path, metadata, wanted: dict) -> None:
+    """``ValueError`` unless the checkpoint stores exactly ``wanted``'s arrays, each with
+    its shape and dtype (from Orbax's metadata, without reading the arrays)."""
+    stored = getattr(metadata, "item_metadata", metadata)
+    stored = getattr(stored, "tree", stored)["leaves"]
+    if sorted(stored) != sorted(wanted):
+        raise ValueError(f"checkpoint {path} has {len(stored)} arrays, expected {len(wanted)}")
+    for name, want in wanted.items():
+        got = stored[name]
+        if tuple(got.shape) != tuple(want.shape) or np.dtype(got.dtype) != np.dtype(want.dtype):
+            raise ValueError(f"checkpoint {path}: array {int(name)} is {got.dtype}{got.shape}, "
+                             f"expected {want.dtype}{want.shape}")
+
+
 def _name(i: int) -> str:
     return f"{i:05d}"
 
