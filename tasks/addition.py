@@ -69,6 +69,23 @@ class AdditionConfig:
         return self.digits + 2 if self.test_digits is None else self.test_digits
 
 
+def schoolbook(a, b):
+    """Schoolbook addition of LSB-first digit rows ``a``, ``b`` (int32[n, D]), units first:
+    ``a_i + b_i + c_{i-1} = s_i + 10 c_i``. Returns the sum's digits int32[n, D + 1] (LSB
+    first; the last is the final carry) and the carries ``c_i`` int32[n, D].
+
+    A ``lax.scan`` over the D positions, not a Python loop: unrolled, the loop made the
+    compile time of a jitted ``sample`` grow superlinearly with D (measured, n = 48, one
+    core: 7.9 s at D = 42 and 19.4 s at the largest D = 66; with the scan 0.8 s at both)."""
+    def column(carry, digit_pair):
+        total = digit_pair[0] + digit_pair[1] + carry
+        return total // 10, (total % 10, total // 10)
+
+    carry, (digits_out, carries) = jax.lax.scan(
+        column, jnp.zeros(a.shape[0], jnp.int32), (a.T.astype(jnp.int32), b.T.astype(jnp.int32)))
+    return jnp.concatenate([digits_out.T, carry[:, None]], axis=1), carries.T
+
+
 @register
 class AdditionTask(Task):
     name = "arith/addition"
@@ -128,16 +145,8 @@ class AdditionTask(Task):
             a, b = self._free_digits(k_dig, nd)
         else:
             a, b = self._digits_with_carries(k_dig, nd, c.n_carries)
-        # schoolbook addition, units first; positions above d hold zeros on both operands
-        carry = jnp.zeros((n,), jnp.int32)
-        sum_digits, carries = [], []
-        for i in range(D):
-            total = a[:, i] + b[:, i] + carry
-            sum_digits.append(total % 10)
-            carry = total // 10
-            carries.append(carry)
-        sum_digits = jnp.stack(sum_digits + [carry], axis=1)  # [n, D + 1], LSB first
-        carries = jnp.stack(carries, axis=1)
+        # positions above d hold zeros on both operands
+        sum_digits, carries = schoolbook(a, b)
         n_carries = jnp.where(jnp.arange(D)[None, :] < nd[:, None], carries, 0).sum(1)
         sum_len = nd + jnp.take_along_axis(carries, (nd - 1)[:, None], axis=1)[:, 0]
 

@@ -106,6 +106,9 @@ def sample_context_graph(u: dict, cfg, p_unreachable):
     labels = graphs.order_from_uniforms(u["labels"])[:n]
 
     order = jnp.argsort(jnp.where(adj.reshape(-1), u["order"], 2.0))[: cfg.max_edges]
+    # A graph of n nodes has fewer than n*n edges; when max_edges is larger, pad the slots
+    # (never listed: slot j is an edge only for j < n_edges) so they are int32[max_edges].
+    order = jnp.pad(order, (0, max(0, cfg.max_edges - n * n)))
     edge_u, edge_v = (order // n).astype(jnp.int32), (order % n).astype(jnp.int32)
 
     reach = graphs.transitive_closure(adj)

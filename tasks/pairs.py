@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tasks import digits, graphs, pairs_graph
+from tasks.addition import schoolbook
 from tasks.core import EOS, PAD, Batch, Task, left_pad
 
 # Candidates drawn per pair. 70-90 % of graph_in_context candidates admit a pair (default
@@ -126,13 +127,7 @@ def _addition_batch(task, a, b, nd) -> Batch:
     """The batch of operands ``a``, ``b`` (digits LSB first, [n, D]) with ``nd`` digits,
     written exactly as ``arith/addition`` writes them (schoolbook, units first)."""
     v, D, n = task.vocab, task.width, a.shape[0]
-    carry, out, carries = jnp.zeros((n,), jnp.int32), [], []
-    for i in range(D):
-        total = a[:, i] + b[:, i] + carry
-        out.append(total % 10)
-        carry = total // 10
-        carries.append(carry)
-    sum_digits, carries = jnp.stack(out + [carry], axis=1), jnp.stack(carries, axis=1)
+    sum_digits, carries = schoolbook(a, b)
     sum_len = nd + jnp.take_along_axis(carries, (nd - 1)[:, None], axis=1)[:, 0]
     prompt, plen = digits.pack([
         (digits.digits_to_tokens(v, a, nd), nd), digits.const(n, v.id("+")),
@@ -245,12 +240,8 @@ def _parity_latents(task, batch):
 
 def _addition_latents(task, batch):
     a, b = batch.meta["a_digits"], batch.meta["b_digits"]
-    carry, carry_in = jnp.zeros(batch.n, jnp.int32), []
-    for i in range(task.width + 1):  # carry_in[k] = c_{k-1}: the sum has up to D + 1 digits
-        carry_in.append(carry)
-        if i < task.width:
-            carry = (a[:, i] + b[:, i] + carry) // 10
-    carry_in = jnp.stack(carry_in, axis=1)
+    # carry_in[k] = c_{k-1} (c_{-1} = 0) for k = 0 .. D: the sum has up to D + 1 digits
+    carry_in = jnp.pad(schoolbook(a, b)[1], ((0, 0), (1, 0)))
     sum_len = batch.target_lens[:, None] - 1
     col = jnp.arange(task.max_target_len)[None, :]
     k = col if task.config.reversed_output else sum_len - 1 - col  # the digit at this column

@@ -75,10 +75,17 @@ class PathFindingConfig:
 
     def __post_init__(self):
         check_int(NAME, "n_nodes", self.n_nodes, 3, 400)
+        # At edge_prob = 1 every pair is an edge, and at train_frac = 1 every pair goes to
+        # train: either way the test split is empty on every graph.
         check_prob(NAME, "edge_prob", self.edge_prob)
-        check(self.edge_prob > 0, NAME, "edge_prob", self.edge_prob, "a probability in (0, 1]")
+        check(0 < self.edge_prob < 1, NAME, "edge_prob", self.edge_prob,
+              "a probability in (0, 1) (at 1 every pair is an edge, and edge pairs all go to "
+              "train, so the test split would be empty)")
         check_int(NAME, "paths_per_pair", self.paths_per_pair, 1, 1000)
         check_prob(NAME, "train_frac", self.train_frac)
+        check(self.train_frac < 1, NAME, "train_frac", self.train_frac,
+              "a probability in [0, 1) (at 1 every pair goes to train, so the test split "
+              "would be empty)")
         check_seed(NAME, "graph_seed", self.graph_seed)
 
 
@@ -112,6 +119,7 @@ def _build(cfg: PathFindingConfig) -> AlpineData:
             if reach[s, t]:
                 into_train = adj[s, t] or rng.random() < cfg.train_frac
                 (train if into_train else test).append((s, t))
+    _check_splits(cfg, train, test)
     paths, options = [], {}  # options[(i, t)]: next nodes allowed at i towards t
     for s, t in train:
         for j in range(cfg.paths_per_pair):
@@ -131,6 +139,30 @@ def _build(cfg: PathFindingConfig) -> AlpineData:
     category, degree = _pair_labels(adj, R, r_obs)
     return AlpineData(adj, R, pairs(train), pairs(test), paths, test_paths, a_obs, r_obs,
                       category, degree)
+
+
+# Largest training set D (sequences) a config may ask for. Measured on one core: 1.74M
+# sequences (n_nodes=100, paths_per_pair=1000) take 21 s to build and 1.2 GB peak memory;
+# the largest fields validation allows (400 nodes, 1000 paths per pair: ~40M sequences)
+# would take, extrapolating linearly, ~8 minutes and ~25 GB before sampling anything.
+MAX_TRAIN_SEQUENCES = 2_000_000
+
+
+def _check_splits(cfg: PathFindingConfig, train: list, test: list) -> None:
+    """A clear ``ValueError`` for a graph whose split is empty or whose D is too big, before
+    D is built."""
+    graph = f"the graph of n_nodes={cfg.n_nodes}, graph_seed={cfg.graph_seed}"
+    check(len(train) > 0, NAME, "edge_prob", cfg.edge_prob,
+          f"a value for which {graph} has an edge (it has none, so no reachable pair); "
+          "raise edge_prob or n_nodes")
+    check(len(test) > 0, NAME, "edge_prob", cfg.edge_prob,
+          f"a value for which {graph} has test pairs (none: its {len(train)} reachable pairs "
+          f"all went to train, edge pairs always and the others with probability train_frac="
+          f"{cfg.train_frac}); lower edge_prob or train_frac, or change n_nodes or graph_seed")
+    check(len(train) * cfg.paths_per_pair <= MAX_TRAIN_SEQUENCES, NAME, "paths_per_pair",
+          cfg.paths_per_pair, f"at most {MAX_TRAIN_SEQUENCES // len(train)} here: {graph} "
+          f"has {len(train)} training pairs, and D would hold {len(train)} x paths_per_pair "
+          f"sequences (at most {MAX_TRAIN_SEQUENCES:,})")
 
 
 def _shortest_path(adj: np.ndarray, s: int, t: int) -> list:
@@ -205,11 +237,7 @@ class PathFinding(Task):
 
     def __init__(self, config: PathFindingConfig):
         super().__init__(config)
-        data = alpine_data(config)
-        for split, pairs in (("train", data.train_pairs), ("test", data.test_pairs)):
-            check(len(pairs) > 0, NAME, "edge_prob", config.edge_prob,
-                  f"a value whose graph (n_nodes={config.n_nodes}, graph_seed="
-                  f"{config.graph_seed}) has {split} pairs; raise edge_prob or n_nodes")
+        data = alpine_data(config)  # refuses a config with an empty split (_check_splits)
         n = config.n_nodes
         self.vocab = Vocab(("<pad>", "<eos>"), n)
         self.prompt_len = 2
