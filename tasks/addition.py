@@ -58,7 +58,8 @@ class AdditionConfig:
         check_int(_OWNER, "digits", self.digits, 1, 64)
         check_int(_OWNER, "min_digits", self.min_digits, 1, self.digits)
         if self.test_digits is not None:
-            check_int(_OWNER, "test_digits", self.test_digits, self.digits + 1, 64)
+            # up to 66: the default (digits + 2) at the largest digits, 64
+            check_int(_OWNER, "test_digits", self.test_digits, self.digits + 1, 66)
         if self.n_carries is not None:
             check_int(_OWNER, "n_carries", self.n_carries, 0, self.digits)
         check(isinstance(self.reversed_output, bool), _OWNER, "reversed_output",

@@ -148,10 +148,16 @@ def test_addition_length_split_trains_short_and_tests_long():
 @pytest.mark.parametrize("config, field", [
     ({"n_carries": 4, "digits": 3}, "n_carries"), ({"test_digits": 3, "digits": 3}, "test_digits"),
     ({"min_digits": 4, "digits": 3}, "min_digits"), ({"reversed_output": 1}, "reversed_output"),
-    ({"digits": 0}, "digits")])
+    ({"digits": 0}, "digits"), ({"test_digits": 67, "digits": 64}, "test_digits")])
 def test_addition_rejects_bad_configs(config, field):
     with pytest.raises(ValueError, match=field):
         tasks.make("arith/addition", **config)
+
+
+def test_addition_explicit_test_digits_reach_the_default_at_the_largest_size():
+    default = tasks.make("arith/addition", digits=64)  # test split up to 64 + 2 digits
+    explicit = tasks.make("arith/addition", digits=64, test_digits=66)
+    assert default.config.max_test_digits == explicit.config.max_test_digits == 66
 
 
 def test_addition_curriculum():
