@@ -76,8 +76,8 @@ class _SequenceTask(Task):
 
     @classmethod
     def curriculum(cls, level: int, **overrides):
-        """Level l: strings of ``4 * (l + 1)`` symbols."""
-        check_int(cls.name, "level", level, 0)
+        """Level l: strings of ``4 * (l + 1)`` symbols (up to the config's 4096: l <= 1023)."""
+        check_int(cls.name, "level", level, 0, 1023)
         return cls.Config(**{"length": 4 * (level + 1), **overrides})
 
 

@@ -188,6 +188,9 @@ def test_curriculum_levels_0_to_5_work_or_are_refused_naming_the_level(name):
             continue
         task = cls(config)
         assert task.vocab.size >= 2 and task.prompt_len >= 1 and task.max_target_len >= 2
+    # A level far beyond the largest size is refused naming the level, not a config field.
+    with pytest.raises(ValueError, match=r"\blevel="):
+        cls.curriculum(10**6)
 
 
 def test_context_graph_has_max_edges_slots_even_when_the_graph_has_fewer_pairs():
