@@ -83,7 +83,6 @@ def log_all_miss(p, n):
         return np.where(n == 0, 0.0, n * np.log1p(-p))
 
 
-
 def at_least_once(p, n):
     """P(at least one of n independent tries with success probability p succeeds) =
     1 − (1 − p)^n, elementwise, stable for tiny p (≈ n·p). Hand values: p = 1/2, n = 2: 3/4;

@@ -110,10 +110,10 @@ def make_train(config: RLConfig, run_dir: Path | str | None = None, *, init=None
         return {"params": start_params, "opt": opt.init(start_params), "key": key}
 
     def train(key: jax.Array | None = None):
-        keys = seed_keys(config.seed, config.n_seeds) if key is None else key
-        check_keys(keys)
-        single = keys.ndim == 0
-        keys = keys[None] if single else keys
+        given = seed_keys(config.seed, config.n_seeds) if key is None else key
+        check_keys(given)
+        single = given.ndim == 0
+        keys = given[None] if single else given
         carry = {"state": jax.jit(jax.vmap(init_state))(keys), "ref": start_params,
                  "step": jnp.zeros((), jnp.int32)}
         if mesh is not None:
@@ -124,7 +124,7 @@ def make_train(config: RLConfig, run_dir: Path | str | None = None, *, init=None
                 raise ValueError(f"run_dir {run_dir} is the NTP run RLConfig.init_from: give "
                                  "the RL run a directory of its own")
             runs.claim_json(Path(run_dir) / CONFIG_FILE, to_dict(config), "RLConfig")
-            claim_layout(Path(run_dir) / LAYOUT_FILE, seed_layout(keys[0] if single else keys))
+            claim_layout(Path(run_dir) / LAYOUT_FILE, seed_layout(given))
         result = loop.run_chunks(step_fn, carry, total_steps=config.steps,
                                  chunk_size=config.chunk_size, run_dir=run_dir,
                                  desc=f"rl {config.task}")
