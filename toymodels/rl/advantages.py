@@ -14,6 +14,18 @@ deviation is a separate switch (``scale_rewards``), applied afterwards by
 
 The length bias lives in the loss aggregation (:mod:`toymodels.rl.objectives`).
 
+A std division needs a signal centred at least at the level of the std: group scaling needs a
+group baseline (grpo, dr_grpo, rloo), batch scaling any baseline. The other combinations
+(``reinforce`` without a baseline and any scaling, or with the batch baseline and group
+scaling) divide a non-zero signal by a std that is 0 on a group of equal rewards, i.e. give
+advantages of order r / 1e-6; :func:`compute_advantages` refuses them (:func:`check_scaling`).
+
+Equal rewards give exactly zero: the centring of a group (or, for the batch baseline, a batch)
+whose rewards are all equal is set to 0. In float32 the mean of G equal rewards such as 0.3 or
+0.93 is off by an ulp, and the std division (std ≈ 1e-8, + eps 1e-6) inflated that rounding to
+an advantage of 0.05 to 0.3 with one sign for the whole group (every task's rewards are 0/1,
+whose means are exact, so no figure met this).
+
 Standard-deviation convention: the **population** standard deviation (divide by G), plus
 ``eps = 1e-6`` (verl's value). The official Dr.GRPO / GRPO code (``torch.std``) uses Bessel's
 correction (divide by G - 1): with it, rewards [1, 1, 1, 0] give [0.5, 0.5, 0.5, -1.5]
@@ -33,17 +45,23 @@ ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
 # The scaling each estimator uses when the config leaves ``scale_rewards`` unset (None).
 DEFAULT_SCALE_REWARDS: dict[str, str] = {}
 SCALE_REWARDS = ("group", "batch", "none")
+# Whether each estimator centres every group by a group baseline (see scaling_is_centred).
+GROUP_CENTRED: dict[str, bool] = {}
 STD_EPS = 1e-6
 
 
-def register_advantage_estimator(name: str, *, default_scale: str = "none"):
-    """Decorator: ``@register_advantage_estimator("grpo", default_scale="group")``."""
+def register_advantage_estimator(name: str, *, default_scale: str = "none",
+                                 group_centred: bool = False):
+    """Decorator: ``@register_advantage_estimator("grpo", default_scale="group",
+    group_centred=True)``. ``group_centred``: the signal sums to 0 over each group (then any
+    std scaling is allowed; otherwise only 'none', see :func:`scaling_is_centred`)."""
 
     def decorator(fn: AdvantageEstimator) -> AdvantageEstimator:
         if name in ADVANTAGE_ESTIMATORS:
             raise ValueError(f"advantage estimator {name!r} registered twice")
         ADVANTAGE_ESTIMATORS[name] = fn
         DEFAULT_SCALE_REWARDS[name] = default_scale
+        GROUP_CENTRED[name] = group_centred
         return fn
 
     return decorator
@@ -65,11 +83,11 @@ def reinforce(rewards: jnp.ndarray, *, batch_baseline: bool = False) -> jnp.ndar
     is (1 - 1/(P·G)) ∇J rather than ∇J (derived in ``tests/test_rl_exact.py``).
     """
     if batch_baseline:
-        return rewards - jnp.mean(rewards)
+        return _centre(rewards, jnp.mean(rewards), axis=None)
     return rewards
 
 
-@register_advantage_estimator("rloo")
+@register_advantage_estimator("rloo", group_centred=True)
 def rloo(rewards: jnp.ndarray, **_) -> jnp.ndarray:
     """REINFORCE leave-one-out (Kool et al. 2019, "Buy 4 REINFORCE samples, get a baseline
     for free!"; Ahmadian et al. 2024, arXiv 2402.14740, Eq. 6).
@@ -81,10 +99,10 @@ def rloo(rewards: jnp.ndarray, **_) -> jnp.ndarray:
     if g < 2:
         raise ValueError(f"rloo needs group_size >= 2, got {g}")
     total = jnp.sum(rewards, axis=-1, keepdims=True)
-    return rewards - (total - rewards) / (g - 1)
+    return _centre(rewards, (total - rewards) / (g - 1), axis=-1)
 
 
-@register_advantage_estimator("grpo", default_scale="group")
+@register_advantage_estimator("grpo", default_scale="group", group_centred=True)
 def grpo(rewards: jnp.ndarray, **_) -> jnp.ndarray:
     """GRPO (Shao et al. 2024, DeepSeekMath, arXiv 2402.03300, §4.1.2 outcome supervision).
 
@@ -92,10 +110,10 @@ def grpo(rewards: jnp.ndarray, **_) -> jnp.ndarray:
     default ``scale_rewards="group"``, applied by :func:`compute_advantages`, giving
     Â_i = (r_i - mean(r)) / (std(r) + eps).
     """
-    return rewards - jnp.mean(rewards, axis=-1, keepdims=True)
+    return _centre(rewards, jnp.mean(rewards, axis=-1, keepdims=True), axis=-1)
 
 
-@register_advantage_estimator("dr_grpo", default_scale="none")
+@register_advantage_estimator("dr_grpo", default_scale="none", group_centred=True)
 def dr_grpo(rewards: jnp.ndarray, **_) -> jnp.ndarray:
     """Dr.GRPO (Liu et al. 2025, arXiv 2503.20783, §3.2, the Â of the Dr.GRPO objective).
 
@@ -103,7 +121,37 @@ def dr_grpo(rewards: jnp.ndarray, **_) -> jnp.ndarray:
     Same centring as ``grpo``; the name selects the unscaled default (and, in
     :class:`~toymodels.rl.train.RLConfig`, the constant-normaliser loss aggregation).
     """
-    return rewards - jnp.mean(rewards, axis=-1, keepdims=True)
+    return _centre(rewards, jnp.mean(rewards, axis=-1, keepdims=True), axis=-1)
+
+
+def _centre(rewards: jnp.ndarray, baseline: jnp.ndarray, axis) -> jnp.ndarray:
+    """rewards - baseline, exactly 0 where every reward along ``axis`` is equal (then the
+    exact baseline is the reward itself; float32 may miss it by an ulp, see module doc)."""
+    equal = (jnp.max(rewards, axis=axis, keepdims=True)
+             == jnp.min(rewards, axis=axis, keepdims=True))
+    return jnp.where(equal, 0.0, rewards - baseline)
+
+
+def scaling_is_centred(estimator: str, scale_rewards: str, batch_baseline: bool = False) -> bool:
+    """Whether the std division divides a signal centred at the std's level (module
+    docstring): 'none' always; 'group' needs a group-centred estimator; 'batch' needs a group-
+    centred estimator or reinforce's batch baseline."""
+    if scale_rewards == "none":
+        return True
+    if scale_rewards == "group":
+        return GROUP_CENTRED[estimator]
+    return GROUP_CENTRED[estimator] or batch_baseline
+
+
+def check_scaling(estimator: str, scale_rewards: str, batch_baseline: bool = False) -> None:
+    """ValueError unless :func:`scaling_is_centred`."""
+    if not scaling_is_centred(estimator, scale_rewards, batch_baseline):
+        raise ValueError(
+            f"scale_rewards={scale_rewards!r} is not allowed with advantage={estimator!r} and "
+            f"batch_baseline={batch_baseline}: it divides a signal that is not "
+            f"{scale_rewards}-centred by the {scale_rewards} std, which is 0 on equal rewards "
+            f"(advantages of order r / {STD_EPS:g}); use 'none'"
+            + (", or 'batch' with batch_baseline=True" if estimator == "reinforce" else ""))
 
 
 def _population_std(x: jnp.ndarray, axis) -> jnp.ndarray:
@@ -134,5 +182,7 @@ def compute_advantages(rewards: jnp.ndarray, estimator: str, *,
         raise ValueError(f"rewards must be float32[P, G], got shape {rewards.shape}")
     fn = get_advantage_estimator(estimator)
     scale = DEFAULT_SCALE_REWARDS[estimator] if scale_rewards is None else scale_rewards
+    if scale in SCALE_REWARDS:  # an unknown name is refused by scale_advantages
+        check_scaling(estimator, scale, batch_baseline)
     centred = fn(rewards, batch_baseline=batch_baseline)
     return scale_advantages(centred, rewards, scale, eps)

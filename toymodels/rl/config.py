@@ -11,7 +11,12 @@ from __future__ import annotations
 import dataclasses
 
 from tasks.core import check, check_int, check_number, check_seed
-from toymodels.rl.advantages import ADVANTAGE_ESTIMATORS, DEFAULT_SCALE_REWARDS, SCALE_REWARDS
+from toymodels.rl.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    DEFAULT_SCALE_REWARDS,
+    SCALE_REWARDS,
+    scaling_is_centred,
+)
 from toymodels.rl.objectives import DEFAULT_LOSS_AGG, KL_NAMES, LOSS_AGGREGATIONS
 
 
@@ -31,7 +36,10 @@ class RLConfig:
         sampling (log-probs are always those of the temperature-1 policy).
     eps_low, eps_high: clip range [1 - eps_low, 1 + eps_high] of the importance ratio.
     epochs, minibatches: passes over each rollout batch and optimiser steps per pass.
-    kl_coef, kl_estimator: β and 'k1' | 'k2' | 'k3' | 'exact' for KL(π_θ ‖ π_ref).
+    kl_coef, kl_estimator: β and 'k1' | 'k2' | 'k3' | 'exact' for KL(π_θ ‖ π_ref). As a loss
+        term only 'k2' and 'exact' have the gradient of KL(π_θ ‖ π_ref) in expectation; 'k1'
+        has zero expected gradient and 'k3' (GRPO's) that of KL(π_ref ‖ π_θ) (derived in
+        :mod:`toymodels.rl.objectives`; Tang & Munos 2025, arXiv 2506.09477).
     entropy_coef: weight of the entropy bonus.
     lr, grad_clip: Adam step size and max global gradient norm.
     steps, chunk_size: RL steps, and steps per compiled chunk (checkpoint in between).
@@ -88,6 +96,12 @@ class RLConfig:
               self.batch_baseline, "True only with advantage='reinforce'")
         check(self.scale_rewards is None or self.scale_rewards in SCALE_REWARDS, o,
               "scale_rewards", self.scale_rewards, f"None or one of {SCALE_REWARDS}")
+        scale = self.scale_rewards or DEFAULT_SCALE_REWARDS[self.advantage]
+        check(scaling_is_centred(self.advantage, scale, self.batch_baseline), o,
+              "scale_rewards", self.scale_rewards,
+              "a std scaling of a signal centred at that level (group: grpo, dr_grpo, rloo; "
+              "batch: those or reinforce with batch_baseline=True); otherwise 'none', since "
+              "the std is 0 on equal rewards (see toymodels.rl.advantages)")
         check(self.loss_agg is None or self.loss_agg in LOSS_AGGREGATIONS, o, "loss_agg",
               self.loss_agg, f"None or one of {sorted(LOSS_AGGREGATIONS)}")
         for name in ("max_tokens", "max_new_tokens"):

@@ -34,13 +34,20 @@ def clipped_surrogate(logp: jax.Array, old_logp: jax.Array, advantages: jax.Arra
     a token is *clipped low* when A < 0 and ρ < 1 - eps_low and *clipped high* when A > 0
     and ρ > 1 + eps_high: the cases where the clipped branch is the minimum and the token's
     gradient is zero (TRL's ``clip_ratio/low_mean`` and ``clip_ratio/high_mean``).
+
+    On the clipped tokens the minimum is the clipped branch, a constant (1 ∓ ε)·A; on every
+    other token it is ρA (both branches are equal inside the range, and outside it on the
+    pessimistic side the unclipped one is smaller). The loss is written that way, with
+    ``where`` on the flags, so that a ratio exactly on a bound (ρ = 1 on-policy with
+    ``eps_low = 0`` or ``eps_high = 0``) gets the unclipped gradient -ρA the flags report:
+    ``jnp.minimum`` and ``jnp.clip`` split the gradient of a tie in halves (the former
+    ``-minimum(ρA, clip(ρ)A)`` gave -0.75·ρA at ρ = 1 with ``eps_low = 0``).
     """
     ratio = jnp.exp(logp - old_logp)
-    unclipped = ratio * advantages
-    clipped = jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
-    loss = -jnp.minimum(unclipped, clipped)
     clipped_low = (ratio < 1.0 - eps_low) & (advantages < 0)
     clipped_high = (ratio > 1.0 + eps_high) & (advantages > 0)
+    bound = jax.lax.stop_gradient(jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high))
+    loss = -jnp.where(clipped_low | clipped_high, bound * advantages, ratio * advantages)
     return loss, clipped_low, clipped_high
 
 
@@ -72,6 +79,16 @@ def kl_exact(logits: jax.Array, ref_logits: jax.Array) -> jax.Array:
     return jnp.sum(jnp.exp(logp) * (logp - ref), axis=-1)
 
 
+# As *loss terms* (GRPO's use, Eq. 3), differentiated through log π(o) of a token o ~ π, the
+# estimators' expected gradients are not all ∇KL(π ‖ π_ref) (our derivation, checked exactly in
+# tests/test_rl_crosscheck.py::test_what_each_kl_estimator_does_to_the_gradient; the pitfall
+# Tang & Munos 2025, arXiv 2506.09477, point out):
+#   k1: E[∇ log π(o)] = 0: no regularisation in expectation, only noise;
+#   k2: E[(log π(o) - log π_ref(o)) ∇ log π(o)] = ∇ KL(π ‖ π_ref);
+#   k3: E[(1 - π_ref(o)/π(o)) ∇ log π(o)] = -Σ_o π_ref(o) ∇ log π(o) = ∇ KL(π_ref ‖ π);
+#   exact: ∇ KL(π ‖ π_ref).
+# Each is per position: how earlier tokens change the later positions' distributions is not
+# differentiated (the sequence-level KL's remaining terms).
 KL_ESTIMATORS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "k1": kl_k1, "k2": kl_k2, "k3": kl_k3,
 }
@@ -166,8 +183,15 @@ def policy_loss(logits: jax.Array, tokens: jax.Array, mask: jax.Array, old_logp:
     equation. Returns ``(loss, aux)`` with aux holding per-token arrays for metrics.
     """
     logp = token_logprobs(logits, tokens)
+    # After the first <eos> (mask False) every log-probability is read as 0, so that nothing
+    # there (an old log-prob of any size, a padded token 100 nats less likely than under the
+    # reference, whose k3 = e^100 overflows) can reach the loss or its gradient. The 0 weight
+    # of the aggregation alone does not do it: 0 · inf = NaN, in the value and the gradient.
+    def live(x):
+        return jnp.where(mask, x, 0.0)
+
     surrogate, clipped_low, clipped_high = clipped_surrogate(
-        logp, old_logp, advantages[:, None], eps_low, eps_high)
+        live(logp), live(old_logp), advantages[:, None], eps_low, eps_high)
     per_token = surrogate
     entropy = entropy_from_logits(logits)
     if entropy_coef:
@@ -178,11 +202,11 @@ def policy_loss(logits: jax.Array, tokens: jax.Array, mask: jax.Array, old_logp:
         if kl_estimator == "exact":
             kl = kl_exact(logits, ref_logits)
         else:
-            kl = KL_ESTIMATORS[kl_estimator](logp, ref_logp)
+            kl = KL_ESTIMATORS[kl_estimator](live(logp), live(ref_logp))
         if kl_coef:
             per_token = per_token + kl_coef * kl
     loss = aggregate(per_token, mask, loss_agg, max_tokens)
     aux = {"logp": logp, "surrogate": surrogate, "clipped_low": clipped_low,
            "clipped_high": clipped_high, "entropy": entropy, "kl": kl,
-           "ratio": jnp.exp(logp - old_logp)}
+           "ratio": jnp.exp(live(logp) - live(old_logp))}
     return loss, aux
