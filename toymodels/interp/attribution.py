@@ -9,9 +9,10 @@ The final residual is a sum of what each part wrote (every block adds to the str
 
 With ``norm='none'`` the logits are ``x_final W_U + b_U``, linear in the parts, so the DLA of a
 part c is ``c W_U`` and the parts plus ``b_U`` sum to the logits exactly. With
-``norm='pre'`` the final LayerNorm is ``LN(x) = (x - mean x) / sigma(x) * gamma + beta``;
-we freeze sigma at its value for the full residual (the usual convention, as
-TransformerLens's ``apply_ln_to_stack``): then LN is linear in the parts, part c contributes
+``norm='pre'`` the final LayerNorm is ``LN(x) = (x - mean x) / sigma(x) * gamma + beta``
+with ``sigma(x) = sqrt(var x + 1e-5)``; we freeze sigma at its value for the full residual
+(the usual convention, as TransformerLens's ``apply_ln_to_stack``): then LN is linear in
+the parts, part c contributes
 ``((c - mean c) / sigma * gamma) W_U`` and the remaining term ``beta W_U + b_U`` is the part
 named ``bias``; the sum is again exactly the logits. A part's DLA is *direct* only: what it
 does through later layers is not in it.
@@ -111,7 +112,8 @@ def _final_norm(params, config, x: jax.Array) -> jax.Array:
 
 def logit_lens(graphdef, params, tokens, *, valid=None) -> jax.Array:
     """float32[n_layers + 1, B, T, V]: ``unembed(ln_final(resid))`` read before each block
-    (entry l is ``blocks.l.resid_pre``; entry 0 is the embedding alone) and after the last
+    (entry l is ``blocks.l.resid_pre``; entry 0 is the embeddings alone: token, plus
+    position when learned) and after the last
     (entry n_layers, which equals the model's logits). The final LayerNorm is applied as in
     the model, with the statistics of each intermediate residual (nostalgebraist 2020)."""
     config = config_of(graphdef, params)

@@ -109,10 +109,24 @@ def head_ablation(layer: int, heads, n_heads: int, *, mean_z=None) -> dict:
 
 
 def mean_activation(graphdef, params, tokens, site: str, *, valid=None) -> jax.Array:
-    """Mean of a site's activation over the batch (per position): the value for 'mean'
-    ablation. For ``attn.pattern`` the batch axis is averaged the same way."""
+    """Mean of a site's activation over the batch, per column: the value for 'mean' ablation.
+
+    With ``valid`` (bool[B, T], False on pad slots) the mean at column t is over the rows
+    whose column t is a real token: ``Σ_b valid[b, t] x[b, t] / Σ_b valid[b, t]`` (0 where no
+    row is real there), so that left padding does not average pad-slot activations into the
+    value a real token is ablated to. For ``attn.pattern`` ([B, H, T_q, T_k]) the weight is
+    the query's. Without ``valid`` every row counts."""
     _, cache = run_with_cache(graphdef, params, tokens, names=(site,), valid=valid)
-    return cache[site].mean(axis=0)
+    act = cache[site]
+    if valid is None:
+        return act.mean(axis=0)
+    weight = jnp.asarray(valid, act.dtype)  # [B, T]
+    if site.endswith("attn.pattern"):
+        weight = weight[:, None, :, None]  # the query axis
+    else:
+        weight = weight.reshape(weight.shape + (1,) * (act.ndim - 2))
+    count = weight.sum(axis=0)
+    return (act * weight).sum(axis=0) / jnp.maximum(count, 1.0)
 
 
 def ablate_neurons(graphdef, params, tokens, layer: int, neurons, *, valid=None,
