@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from tasks.core import EOS, PAD
@@ -39,6 +40,14 @@ def _check_args(config, prompts, prompt_valid, max_new_tokens, temperature, top_
     _check_tokens(config, prompts, prompt_valid)
     if prompt_valid is None:
         raise ValueError("prompt_valid must be a bool array shaped like prompts")
+    if not isinstance(prompt_valid, jax.core.Tracer):
+        # The first token is drawn from the logits of the LAST column: on a right-padded or
+        # empty row that is a <pad>, and the continuation would silently follow "<pad>".
+        v = np.asarray(prompt_valid, bool)
+        if not v[:, -1].all() or (v[:, 1:] < v[:, :-1]).any():
+            raise ValueError("prompt_valid must mark left-padded prompts: in every row the "
+                             "False (<pad>) columns come first and the last column is a real "
+                             "token")
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) \
             or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} is not allowed: an integer >= 1")
@@ -63,7 +72,9 @@ def generate(graphdef, params, key, prompts, prompt_valid, *, max_new_tokens: in
              temperature: float = 1.0, top_k: int = 0, greedy: bool = False) -> Samples:
     """Sample ``max_new_tokens`` tokens after left-padded ``prompts`` int[B, P].
 
-    prompt_valid bool[B, P] marks the real prompt tokens. ``temperature`` may be a traced
+    prompt_valid bool[B, P] marks the real prompt tokens: each row left-padded, with at least
+    one real token (checked unless traced: under an outer jit it is the caller's duty; a
+    right-padded row would continue after a <pad>). ``temperature`` may be a traced
     scalar (then it cannot be checked: keep it > 0); ``max_new_tokens``, ``top_k`` and
     ``greedy`` are static (compiled in). top-k keeps every token tied with the k-th logit.
     Greedy ignores temperature and top-k. P + max_new_tokens must not exceed max_len.

@@ -7,6 +7,10 @@ theta is the first checkpoint from which the score is >= theta at that checkpoin
 later one ("crosses and stays"; ``direction='below'`` for scores that fall, e.g. a loss):
 
     formation_step = min { step_i : s(step_j) >= theta for all j >= i }   (None if no such i).
+
+A score equal to theta counts as across it (both directions); a curve that is across at the
+last checkpoint only forms there. Steps must be strictly increasing; NaN scores or a NaN
+threshold are an error (a failed evaluation must not read as "never formed").
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ def formation_step(steps: Sequence[int], scores: Sequence[float], threshold: flo
     if steps.ndim != 1 or scores.shape != steps.shape or steps.size == 0:
         raise ValueError(f"formation_step: steps and scores must be 1-D of one non-zero "
                          f"length, got {steps.shape} and {scores.shape}")
+    if not (np.issubdtype(steps.dtype, np.integer)
+            or (np.issubdtype(steps.dtype, np.floating) and np.all(steps == np.round(steps)))):
+        raise ValueError("formation_step: steps must be whole numbers (training steps)")
     if np.any(np.diff(steps) <= 0):
         raise ValueError("formation_step: steps must be strictly increasing")
     if direction not in DIRECTIONS:
@@ -37,6 +44,8 @@ def formation_step(steps: Sequence[int], scores: Sequence[float], threshold: flo
                          f"{DIRECTIONS}")
     if np.isnan(scores).any():
         raise ValueError("formation_step: scores contain NaN")
+    if np.isnan(threshold):  # every comparison with NaN is False: it would read as "never"
+        raise ValueError("formation_step: threshold is NaN")
     ok = scores >= threshold if direction == "above" else scores <= threshold
     stays = np.flip(np.logical_and.accumulate(np.flip(ok)))  # ok here and at every later step
     return int(steps[np.argmax(stays)]) if stays.any() else None
@@ -95,9 +104,11 @@ def ntp_checkpoints(run_dir: Path | str, seed_index: int = 0):
 
 def plot_formation(steps: Sequence[int], scores: Mapping[str, Sequence[float]], *,
                    loss_steps: Sequence[int] | None = None, loss: Sequence[float] | None = None,
-                   thresholds: Mapping[str, float] | None = None, path: Path | str | None = None):
+                   thresholds: Mapping[str, float] | None = None, direction: str = "above",
+                   path: Path | str | None = None):
     """Scores against step (log x axis) above the loss curve on the same x axis, with a
-    dashed line at each score's formation step (for the scores given a threshold).
+    dashed line at each score's formation step (for the scores given a threshold; crossing
+    in ``direction``, as in :func:`formation_step`).
     Returns the matplotlib Figure; writes it to ``path`` when given."""
     import matplotlib
 
@@ -113,7 +124,7 @@ def plot_formation(steps: Sequence[int], scores: Mapping[str, Sequence[float]], 
         ax.plot(steps, values, "o-", color=color, label=name, ms=3)
         theta = (thresholds or {}).get(name)
         if theta is not None:
-            formed = formation_step(steps, values, theta)
+            formed = formation_step(steps, values, theta, direction=direction)
             ax.axhline(theta, color=color, lw=0.5, ls=":")
             for a in axes[:, 0]:
                 if formed is not None:
