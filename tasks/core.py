@@ -314,3 +314,12 @@ def make(name: str, **config) -> Task:
 
 
 TaskFactory = Callable[..., Task]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def jit_method(task_cls, config, method: str, *args):
+    """``getattr(task_cls(config), method)(*args)``, compiled once per (class, config,
+    method, argument shapes) for the whole process. Every instance with an equal config
+    shares it, so eager calls (tests, export, the gallery) compile once instead of
+    dispatching op by op; inside an outer ``jit`` it is simply inlined."""
+    return getattr(task_cls(config), method)(*args)

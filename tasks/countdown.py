@@ -26,14 +26,23 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from tasks import digits
-from tasks.core import EOS, Batch, Task, Vocab, check_int, eos_index, reference_eos_index, register
+from tasks.core import (
+    EOS,
+    Batch,
+    Task,
+    Vocab,
+    check_int,
+    eos_index,
+    jit_method,
+    reference_eos_index,
+    register,
+)
 
 _OWNER = "CountdownConfig"
 VALUE_LIMIT = 1_000_000  # largest intermediate value a valid expression may reach
@@ -114,13 +123,16 @@ class CountdownTask(Task):
                      meta={"numbers": numbers, "target": target})
 
     # ------------------------------------------------------------------ verifying
-    # jitted with the task as a static argument (hashed by identity): the scan body below is
-    # a fresh closure per call, so an eager ``reward`` used to retrace and recompile it every
-    # time (0.24 s per call at 64 rows); now one compile per task object and shape.
-    @functools.partial(jax.jit, static_argnums=0)
     def evaluate(self, numbers, completions):
         """Run the postfix stack machine: ``(value int32[n], valid bool[n])``; ``valid``
-        means an ``<eos>`` was reached, every rule held and exactly one value is left."""
+        means an ``<eos>`` was reached, every rule held and exactly one value is left.
+
+        Compiled once per config (:func:`tasks.core.jit_method`): the scan body is a fresh
+        closure per call, so an eager ``reward`` used to retrace and recompile it every time
+        (0.24 s per call at 64 rows)."""
+        return jit_method(type(self), self.config, "_evaluate", numbers, completions)
+
+    def _evaluate(self, numbers, completions):
         v, k = self.vocab, self.config.n_numbers
         completions = jnp.asarray(completions, jnp.int32)
         n = completions.shape[0]

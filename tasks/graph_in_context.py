@@ -44,6 +44,7 @@ from tasks.core import (
     check_int,
     check_prob,
     eos_index,
+    jit_method,
     left_pad,
     reference_eos_index,
     register,
@@ -217,7 +218,7 @@ class GraphInContext(Task):
     def reward(self, batch, completions):
         """1 iff the path (or ``<no_path>``) before the first ``<eos>`` is right (module
         docstring); pure jnp."""
-        return graphs.jit_method(type(self), self.config, "_reward", batch, completions)
+        return jit_method(type(self), self.config, "_reward", batch, completions)
 
     def _reward(self, batch, completions):
         c = jnp.asarray(completions, jnp.int32)

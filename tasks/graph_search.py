@@ -45,6 +45,7 @@ from tasks.core import (
     Vocab,
     check_int,
     check_prob,
+    jit_method,
     left_pad,
     reference_eos_index,
     register,
@@ -244,7 +245,7 @@ class GraphSearch(Task):
 
     def reward(self, batch, completions):
         """1 iff the completion is a legal trace and final path (module docstring)."""
-        return graphs.jit_method(type(self), self.config, "_reward", batch, completions)
+        return jit_method(type(self), self.config, "_reward", batch, completions)
 
     def _reward(self, batch, completions):
         return self._run(batch, completions)["reward"]
@@ -268,7 +269,7 @@ class GraphSearch(Task):
         pushed after some ``<back>``), ``length`` (tokens up to and including ``<eos>``; L
         if there is none).
         """
-        return graphs.jit_method(type(self), self.config, "_counters", batch, completions)
+        return jit_method(type(self), self.config, "_counters", batch, completions)
 
     def _counters(self, batch, completions):
         return {k: v for k, v in self._run(batch, completions).items() if k != "reward"}

@@ -163,16 +163,8 @@ def path_check(nodes, is_node, stop, source, target, edge_ok, *, simple: bool) -
     return ok
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def jit_method(task_cls, config, method: str, *args):
-    """``getattr(task_cls(config), method)(*args)``, compiled once per (class, config,
-    method, argument shapes) for the whole process. Every instance with an equal config
-    shares it, so eager calls (tests, export, the gallery) compile once instead of
-    dispatching op by op; inside an outer ``jit`` it is simply inlined."""
-    return getattr(task_cls(config), method)(*args)
-
-
 @functools.partial(jax.jit, static_argnums=(0, 1, 3))
 def jit_sample(task_cls, config, key, n: int):
-    """``task_cls(config)._sample(key, n)``, shared like :func:`jit_method` (n static)."""
+    """``task_cls(config)._sample(key, n)``, shared like :func:`tasks.core.jit_method`
+    (n static)."""
     return task_cls(config)._sample(key, n)

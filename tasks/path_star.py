@@ -37,6 +37,7 @@ from tasks.core import (
     check,
     check_int,
     eos_index,
+    jit_method,
     left_pad,
     reference_eos_index,
     register,
@@ -110,7 +111,7 @@ class PathStar(Task):
 
     def reward(self, batch, completions):
         """1 iff the tokens before the first ``<eos>`` equal the gold arm (jnp)."""
-        return graphs.jit_method(type(self), self.config, "_reward", batch, completions)
+        return jit_method(type(self), self.config, "_reward", batch, completions)
 
     def _reward(self, batch, completions):
         c = jnp.asarray(completions, jnp.int32)

@@ -342,6 +342,7 @@ def test_formation_step_is_the_first_crossing_that_stays():
     ([1, 2], [0.1, np.nan], {}, "NaN"),
     ([1, 2], [0.1, 0.2], {"direction": "up"}, "direction"),
     ([1.5, 2.5], [0.1, 0.2], {}, "whole numbers"),
+    ([1, np.inf], [0.1, 0.2], {}, "whole numbers"),
 ])
 def test_formation_step_rejects_bad_input(steps, scores, kwargs, match):
     with pytest.raises(ValueError, match=match):

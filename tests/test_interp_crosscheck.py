@@ -354,6 +354,24 @@ def test_head_ablation_removes_exactly_that_head(setup):
         assert np.abs(want["logits"] - setup.run["logits"]).max() > 100 * TOL
 
 
+def test_mean_of_a_pattern_weights_by_the_query_and_an_all_pad_column_is_zero(setup):
+    """``mean_activation`` of ``attn.pattern`` [B, H, T_q, T_k] averages each query row over
+    the rows whose query column is real; on rows 1..3 (all padded at column 0) column 0 has
+    no real row, so its mean is 0 for every site."""
+    rows = slice(1, None)
+    tokens, valid = jnp.asarray(setup.tokens[rows]), setup.valid[rows]
+    assert not valid[:, 0].any()
+    pattern = mean_activation(setup.g, setup.p, tokens, "blocks.0.attn.pattern",
+                              valid=jnp.asarray(valid))
+    real = valid[:, None, :, None]
+    ref = setup.run["pattern"][0][rows]
+    close(pattern, (ref * real).sum(0) / np.maximum(real.sum(0), 1), "mean pattern")
+    assert np.all(np.asarray(pattern)[:, 0] == 0)
+    resid = mean_activation(setup.g, setup.p, tokens, "blocks.0.resid_pre",
+                            valid=jnp.asarray(valid))
+    assert np.all(np.asarray(resid)[0] == 0) and np.abs(np.asarray(resid)[1:]).min() > 0
+
+
 def test_neuron_ablation_zeroes_or_means_exactly_those_neurons(setup):
     cfg, l = setup.cfg, setup.cfg.n_layers - 1
     if not cfg.has_mlp:

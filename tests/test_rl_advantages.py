@@ -87,3 +87,12 @@ def test_bad_names_raise(kwargs, match):
 def test_rloo_needs_two_samples():
     with pytest.raises(ValueError, match="group_size >= 2"):
         adv.compute_advantages(jnp.ones((2, 1)), "rloo")
+
+
+def test_an_estimator_with_a_std_default_must_be_group_centred():
+    """A default std scaling of an uncentred signal would make every RLConfig using the
+    estimator fail later; it is refused when the estimator is registered."""
+    with pytest.raises(ValueError, match="group_centred=True"):
+        adv.register_advantage_estimator("uncentred_for_test", default_scale="group")(
+            lambda rewards, **_: rewards)
+    assert "uncentred_for_test" not in adv.ADVANTAGE_ESTIMATORS

@@ -393,9 +393,9 @@ def test_on_policy_nothing_is_clipped_even_with_a_zero_bound(eps_low, eps_high, 
     x = make_inputs(0)
     tokens, mask = jnp.asarray(x.tokens), jnp.asarray(x.mask)
     a = jnp.asarray(x.advantages)
-    old = jax.lax.stop_gradient(obj.token_logprobs(jnp.asarray(x.logits), tokens))
-
     def clipped(z):
+        # old from the same traced z, so ρ = 1 bitwise (an eager copy may differ by an ulp)
+        old = jax.lax.stop_gradient(obj.token_logprobs(z, tokens))
         return obj.policy_loss(z, tokens, mask, old, a, None, eps_low=eps_low,
                                eps_high=eps_high, kl_coef=0.0, kl_estimator="k3",
                                entropy_coef=0.0, loss_agg=loss_agg, max_tokens=6)[0]
@@ -405,6 +405,7 @@ def test_on_policy_nothing_is_clipped_even_with_a_zero_bound(eps_low, eps_high, 
 
     z = jnp.asarray(x.logits)
     assert_close(jax.grad(clipped)(z), jax.grad(plain)(z))
+    old = obj.token_logprobs(z, tokens)
     _, aux = obj.policy_loss(z, tokens, mask, old, a, None, eps_low=eps_low, eps_high=eps_high,
                              kl_coef=0.0, kl_estimator="k3", entropy_coef=0.0,
                              loss_agg=loss_agg, max_tokens=6)

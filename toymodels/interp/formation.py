@@ -35,7 +35,8 @@ def formation_step(steps: Sequence[int], scores: Sequence[float], threshold: flo
         raise ValueError(f"formation_step: steps and scores must be 1-D of one non-zero "
                          f"length, got {steps.shape} and {scores.shape}")
     if not (np.issubdtype(steps.dtype, np.integer)
-            or (np.issubdtype(steps.dtype, np.floating) and np.all(steps == np.round(steps)))):
+            or (np.issubdtype(steps.dtype, np.floating) and np.all(np.isfinite(steps))
+                and np.all(steps == np.round(steps)))):
         raise ValueError("formation_step: steps must be whole numbers (training steps)")
     if np.any(np.diff(steps) <= 0):
         raise ValueError("formation_step: steps must be strictly increasing")

@@ -59,6 +59,9 @@ def register_advantage_estimator(name: str, *, default_scale: str = "none",
     def decorator(fn: AdvantageEstimator) -> AdvantageEstimator:
         if name in ADVANTAGE_ESTIMATORS:
             raise ValueError(f"advantage estimator {name!r} registered twice")
+        if default_scale != "none" and not group_centred:
+            raise ValueError(f"advantage estimator {name!r}: default_scale={default_scale!r} "
+                             f"needs group_centred=True (see scaling_is_centred)")
         ADVANTAGE_ESTIMATORS[name] = fn
         DEFAULT_SCALE_REWARDS[name] = default_scale
         GROUP_CENTRED[name] = group_centred

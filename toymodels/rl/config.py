@@ -28,13 +28,17 @@ class RLConfig:
     advantage: 'reinforce' | 'rloo' | 'grpo' | 'dr_grpo'. batch_baseline: reinforce only,
         subtract the batch-mean reward.
     scale_rewards: 'group' | 'batch' | 'none' | None (estimator default: grpo 'group').
+        'group' needs a group-centred estimator (grpo, dr_grpo, rloo); 'batch' also allows
+        reinforce with batch_baseline=True; the rest is refused (a std of 0 on equal rewards
+        would divide an uncentred reward).
     loss_agg: 'token-mean' | 'sequence-mean-token-mean' | 'sequence-mean-token-sum-norm' |
         None (grpo: seq-mean-token-mean, dr_grpo: seq-mean-token-sum-norm, else token-mean).
     max_tokens: the constant normaliser of sequence-mean-token-sum-norm (None = max_new_tokens).
     group_size: G completions per prompt; prompts_per_step: prompts per RL step.
     max_new_tokens: completion budget (None = the task's max_target_len); temperature, top_k:
         sampling (log-probs are always those of the temperature-1 policy).
-    eps_low, eps_high: clip range [1 - eps_low, 1 + eps_high] of the importance ratio.
+    eps_low, eps_high: clip range [1 - eps_low, 1 + eps_high] of the importance ratio (0 is
+        allowed, but on-policy it clips float noise: see ``objectives.clipped_surrogate``).
     epochs, minibatches: passes over each rollout batch and optimiser steps per pass.
     kl_coef, kl_estimator: β and 'k1' | 'k2' | 'k3' | 'exact' for KL(π_θ ‖ π_ref). As a loss
         term only 'k2' and 'exact' have the gradient of KL(π_θ ‖ π_ref) in expectation; 'k1'
