@@ -56,6 +56,7 @@ from experiments import long_cot_emergence  # noqa: E402
 from experiments import iteration_head  # noqa: E402
 from experiments import alpine_path_finding  # noqa: E402
 from experiments import reflection_emergence  # noqa: E402
+from experiments import search_lookahead  # noqa: E402
 
 register(entropy_mechanism)
 register(quickstart)
@@ -66,3 +67,4 @@ register(long_cot_emergence)
 register(iteration_head)
 register(alpine_path_finding)
 register(reflection_emergence)
+register(search_lookahead)
