@@ -231,19 +231,23 @@ def _train_depth(depth: int, config: Config):
         logits = answer_logits(graphdef, params, batch["prompts"], n)
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["answers"]).mean()
 
-    def accuracy(params, key):  # per lookahead 1 .. top, on fixed test graphs
-        def one(L):
-            batch = data.sample(jax.random.fold_in(key, L), config.eval_n, n, top, L,
-                                config.outside_edges)
+    def test_graphs(key):  # fixed test graphs per lookahead 1 .. top, [top, eval_n, ...]
+        return jax.vmap(lambda L: data.sample(jax.random.fold_in(key, L), config.eval_n, n,
+                                              top, L, config.outside_edges))(
+            jnp.arange(1, top + 1))  # one compiled copy, not one per L
+
+    def accuracy(params, tests):  # per lookahead, [top]
+        def one(batch):
             hit = jnp.argmax(answer_logits(graphdef, params, batch["prompts"], n), -1)
             return (hit == batch["answers"]).mean()
-        return jax.vmap(one)(jnp.arange(1, top + 1))  # one compiled copy, not one per L
+        return jax.vmap(one)(tests)
 
     def one_seed(key):
         k_init, k_data, k_test = jax.random.split(key, 3)
         factors = {name: factor_table(jax.random.fold_in(k_init, i), n, config.d_model)
                    for i, name in enumerate(("src", "dst", "qs", "qg"))}
         params = (model.init(mcfg, k_init)[1], factors)
+        tests = test_graphs(k_test)  # drawn once per seed, not at every evaluation
 
         def step(carry, i):
             p, o = carry
@@ -256,7 +260,7 @@ def _train_depth(depth: int, config: Config):
         def block(carry, j):
             carry, loss = jax.lax.scan(step, carry, j * config.eval_every
                                        + jnp.arange(config.eval_every))
-            return carry, (loss, accuracy(carry[0], k_test))
+            return carry, (loss, accuracy(carry[0], tests))
 
         _, (loss, acc) = jax.lax.scan(block, (params, opt.init(params)),
                                       jnp.arange(config.steps // config.eval_every))

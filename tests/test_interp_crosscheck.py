@@ -266,9 +266,9 @@ def test_pad_keys_are_invisible_and_a_padded_row_reads_as_its_unpadded_self(setu
 
 
 # ------------------------------------------------------------------ attribution
+# Pre-norm model only: on the norm-free one DLA (next test) is exactly parts @ W_U.
+@pytest.mark.parametrize("setup", ["pre-learned"], indirect=True)
 def test_residual_parts_are_each_heads_and_layers_write(setup):
-    if setup.cfg.norm != "pre":
-        pytest.skip("time: on the norm-free model DLA (next test) is exactly parts @ W_U")
     labels, parts = residual_parts(setup.g, setup.p, jnp.asarray(setup.tokens),
                                    valid=jnp.asarray(setup.valid))
     parts = np.asarray(parts)
@@ -372,10 +372,10 @@ def test_mean_of_a_pattern_weights_by_the_query_and_an_all_pad_column_is_zero(se
     assert np.all(np.asarray(resid)[0] == 0) and np.abs(np.asarray(resid)[1:]).min() > 0
 
 
+@pytest.mark.parametrize("setup", ["pre-learned"], indirect=True)  # the model with an MLP
 def test_neuron_ablation_zeroes_or_means_exactly_those_neurons(setup):
     cfg, l = setup.cfg, setup.cfg.n_layers - 1
-    if not cfg.has_mlp:
-        pytest.skip("attention-only model")
+    assert cfg.has_mlp
     neurons = [0, 5, cfg.d_mlp - 1]
     for mean in (None, setup.run["post"][l].mean(0)):
         def ablate(kind, layer, post, mean=mean):
