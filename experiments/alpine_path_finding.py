@@ -59,7 +59,7 @@ from experiments import alpine_measures as M
 from experiments import alpine_plot, harness
 from experiments import alpine_theorem as TH
 from experiments import claims as C
-from tasks.core import check_seed
+from tasks.core import check_ints, check_seed
 
 NAME = "alpine-path-finding"
 PAPER = "Wang et al., NeurIPS 2024, arXiv 2405.09220; Wang et al. 2025, arXiv 2509.22613"
@@ -97,12 +97,9 @@ class Config:
 
     def __post_init__(self):
         check_seed(NAME, "seed", self.seed)  # also the graph's seed
-        for f in ("n_seeds", "n_nodes", "d_model", "d_mlp", "ntp_steps", "ntp_batch",
-                  "rl_steps", "prompts_per_step", "group_size", "log_every", "eval_pairs",
-                  "n_samples", "theorem_steps", "dec_pairs"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{f} must be a positive integer, got {v!r}")
+        check_ints(NAME, self, ("n_seeds", "n_nodes", "d_model", "d_mlp", "ntp_steps", "ntp_batch",
+                                "rl_steps", "prompts_per_step", "group_size", "log_every",
+                                "eval_pairs", "n_samples", "theorem_steps", "dec_pairs"))
         if self.n_seeds < 2:
             raise ValueError("n_seeds must be >= 2 (claims are judged on a seed aggregate)")
         if self.n_nodes < 10:

@@ -84,6 +84,7 @@ import numpy as np
 from experiments import claims as C
 from experiments import harness
 from experiments.harness import sign_claim
+from tasks.core import check_ints, check_seed
 from theory import entropy as E
 from toymodels.rl.advantages import compute_advantages
 from toymodels.rl.objectives import policy_loss
@@ -120,10 +121,9 @@ class Config:
     eps_small: float = 0.05  # the "aggressive" bound of the low and high settings
 
     def __post_init__(self):
-        for f in ("n_seeds", "n_states", "n_actions", "group_size", "steps", "epochs",
-                  "minibatches"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
-                raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)!r}")
+        check_seed(NAME, "seed", self.seed)
+        check_ints(NAME, self, ("n_seeds", "n_states", "n_actions", "group_size", "steps", "epochs",
+                                "minibatches"))
         if self.n_seeds < 2:
             raise ValueError("n_seeds must be >= 2 (claims are judged on a seed aggregate)")
         if self.n_actions < 2 or self.group_size < 2 or self.group_size % self.minibatches:

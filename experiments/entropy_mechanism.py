@@ -63,7 +63,7 @@ import numpy as np
 
 from experiments import claims as C
 from experiments import harness
-from tasks.core import check_seed
+from tasks.core import check_ints, check_seed
 from theory import entropy as E
 
 NAME = "entropy-mechanism"
@@ -106,10 +106,9 @@ class GRPOPart:
     fit_fraction: float = 0.3
 
     def __post_init__(self):
-        for f in ("d_model", "d_mlp", "ntp_steps", "rl_steps", "group_size",
-                  "prompts_per_step", "eval_every", "eval_n", "eval_samples", "interval"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
-                raise ValueError(f"grpo.{f} must be a positive integer")
+        check_ints(f"{NAME}.grpo", self, ("d_model", "d_mlp", "ntp_steps", "rl_steps", "group_size",
+                                          "prompts_per_step", "eval_every", "eval_n",
+                                          "eval_samples", "interval"))
         if self.rl_steps // self.interval < 4 or self.rl_steps // self.eval_every < 8:
             raise ValueError("grpo needs >= 4 intervals and >= 8 evaluations")
         if not 0.0 < self.fit_fraction < 1.0 or self.ntp_lr <= 0 or self.rl_lr <= 0:
@@ -142,9 +141,7 @@ class Config:
 
     def __post_init__(self):
         check_seed(NAME, "seed", self.seed)
-        for f in ("n_seeds", "n_states", "n_actions", "n_steps", "batch", "n_mc"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
-                raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)!r}")
+        check_ints(NAME, self, ("n_seeds", "n_states", "n_actions", "n_steps", "batch", "n_mc"))
         if self.n_seeds < 2:
             raise ValueError("n_seeds must be >= 2 (claims are judged on a seed aggregate)")
         if self.n_actions < 2 or self.n_states < 3:

@@ -82,6 +82,7 @@ import optax
 
 from experiments import claims as C
 from experiments import harness
+from tasks.core import check_ints, check_seed
 from theory import grpo_weights as W
 from toymodels.rl.advantages import compute_advantages
 from toymodels.rl.objectives import aggregate, clipped_surrogate, policy_loss
@@ -116,10 +117,9 @@ class Config:
     window: int = 20  # steps averaged at the start and the end
 
     def __post_init__(self):
-        for f in ("n_seeds", "n_prompts", "n_answers", "max_fill", "group_size", "steps",
-                  "window"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
-                raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)!r}")
+        check_seed(NAME, "seed", self.seed)
+        check_ints(NAME, self, ("n_seeds", "n_prompts", "n_answers", "max_fill", "group_size",
+                                "steps", "window"))
         for f in ("n_seeds", "group_size", "n_answers"):
             if getattr(self, f) < 2:
                 raise ValueError(f"{f} must be >= 2, got {getattr(self, f)}")

@@ -83,7 +83,7 @@ from experiments.iteration_head_data import (
     sample,
     torch_init,
 )
-from tasks.core import Batch, check_seed
+from tasks.core import Batch, check_ints, check_seed
 from theory.circuits import iteration_head
 from toymodels import model, train
 from toymodels.config import ModelConfig
@@ -139,10 +139,9 @@ class Config:
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
         check_seed(NAME, "seed", self.seed)
-        for f in ("n_seeds", "n_max", "d_model", "d_mlp", "steps", "batch_size",
-                  "eval_every", "eval_n"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
-                raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)!r}")
+        check_ints(NAME, self, ("n_seeds", "n_max", "d_model", "d_mlp", "steps", "batch_size",
+                                "eval_every", "eval_n"))
+        check_ints(NAME, self, ("warmup_steps",), lo=0)
         if self.n_seeds < 2:
             raise ValueError("n_seeds must be >= 2 (claims are judged on a seed aggregate)")
         if not self.tasks or any(t not in KINDS for t in self.tasks):

@@ -44,7 +44,7 @@ import optax
 
 from experiments import harness
 from experiments import passk_data as D
-from tasks.core import EOS, Batch, Task, Vocab
+from tasks.core import EOS, Batch, Task, Vocab, check_ints
 from tasks.digits import exact_match
 from theory import support
 
@@ -66,10 +66,8 @@ class StrategiesConfig:
     kernel_diagnostic: bool = True  # the base's kernel ratio r (a note; ~2 CPU-s to compile)
 
     def __post_init__(self):
-        for f in ("n_problems", "d_model", "ntp_steps", "rl_steps", "prompts_per_step"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
-                raise ValueError(f"strategies.{f} must be a positive integer, got "
-                                 f"{getattr(self, f)!r}")
+        check_ints("passk-support.strategies", self, ("n_problems", "d_model", "ntp_steps",
+                                                      "rl_steps", "prompts_per_step"))
         if not 4 <= self.n_problems <= 1024:
             raise ValueError(f"strategies.n_problems must lie in [4, 1024], got "
                              f"{self.n_problems}")

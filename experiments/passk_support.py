@@ -90,6 +90,7 @@ from experiments import harness
 from experiments import passk_data as D
 from experiments import passk_strategies as S
 from experiments.harness import sign_claim
+from tasks.core import check_ints, check_seed
 from theory import passk, support
 
 NAME = "passk-support"
@@ -134,11 +135,11 @@ class Config:
     strategies: S.StrategiesConfig = dataclasses.field(default_factory=S.StrategiesConfig)
 
     def __post_init__(self):
-        for f in ("n_seeds", "n_terms", "modulus", "d_model", "ntp_steps", "ntp_max_steps",
-                  "rl_steps",
-                  "group_size", "prompts_per_step", "n_samples"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
-                raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)!r}")
+        check_seed(NAME, "seed", self.seed)
+        check_ints(NAME, self, ("n_seeds", "n_terms", "modulus", "d_model", "ntp_steps",
+                                "ntp_max_steps", "rl_steps", "group_size", "prompts_per_step",
+                                "n_samples"))
+        check_ints(NAME, self, ("excluded_answer",), lo=0)
         if self.n_seeds < 2 or self.group_size < 2 or self.n_samples < 2 or self.modulus < 3:
             raise ValueError("need n_seeds >= 2, group_size >= 2, n_samples >= 2, modulus >= 3")
         if self.modulus ** self.n_terms > 4096:

@@ -57,7 +57,7 @@ import numpy as np
 from experiments import claims as C
 from experiments import harness
 from experiments import reflection_measures as RM
-from tasks.core import check_seed
+from tasks.core import check_ints, check_seed
 
 NAME = "reflection-emergence"
 PAPER = "Yao et al. 2025, arXiv 2510.04028; Kang et al. 2025, arXiv 2510.08308"
@@ -91,10 +91,9 @@ class Config:
 
     def __post_init__(self):
         check_seed(NAME, "seed", self.seed)
-        for f in ("n_seeds", "n_nodes", "d_model", "ntp_steps", "ntp_batch", "rl_steps",
-                  "group_size", "prompts_per_step", "log_every", "eval_n", "forced_n"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
-                raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)!r}")
+        check_ints(NAME, self, ("n_seeds", "n_nodes", "d_model", "ntp_steps", "ntp_batch",
+                                "rl_steps", "group_size", "prompts_per_step", "log_every", "eval_n",
+                                "forced_n"))
         if self.n_seeds < 2:
             raise ValueError("n_seeds must be >= 2 (claims are judged on a seed aggregate)")
         if not 4 <= self.n_nodes <= 16:

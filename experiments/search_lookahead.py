@@ -86,7 +86,7 @@ import optax
 from experiments import claims as C
 from experiments import harness
 from experiments import search_lookahead_data as data
-from tasks.core import check_seed
+from tasks.core import check_ints, check_seed
 from toymodels import model, train
 from toymodels.config import ModelConfig
 from toymodels.hooks import Intervention
@@ -132,10 +132,9 @@ class Config:
     def __post_init__(self):
         object.__setattr__(self, "depths", tuple(self.depths))
         check_seed(NAME, "seed", self.seed)
-        for f in ("n_seeds", "d_model", "n_heads", "steps", "batch_size", "eval_every",
-                  "eval_n"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
-                raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)!r}")
+        check_ints(NAME, self, ("n_seeds", "n_vertices", "max_lookahead", "d_model", "n_heads",
+                                "steps", "batch_size", "eval_every", "eval_n"))
+        check_ints(NAME, self, ("warmup_steps",), lo=0)
         if self.n_seeds < 2:
             raise ValueError("n_seeds must be >= 2 (claims are judged on a seed aggregate)")
         if (not self.depths or any(not isinstance(d, int) or not 1 <= d <= 8

@@ -179,6 +179,12 @@ def check_int(owner: str, field: str, value: Any, lo: int, hi: int | None = None
     check(ok, owner, field, value, f"an integer {rng}")
 
 
+def check_ints(owner: str, config: Any, fields: tuple[str, ...], lo: int = 1) -> None:
+    """``check_int`` for each named field of ``config`` (a bool is not an integer here)."""
+    for field in fields:
+        check_int(owner, field, getattr(config, field), lo)
+
+
 # The smallest normal float32: a step size or clip norm below it is 0 in the float32
 # computation (smaller values are subnormal, and XLA flushes subnormals to 0), which would
 # silently train nothing.

@@ -3,12 +3,14 @@ to end, and bad input (one error line, exit code 2, nothing written)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 from helpers import FakeConfig, fake_module
 
+import experiments
 from experiments.claims import read_claims
 from experiments.runner import ClaimsFailed, execute
 from toymodels.cli import main
@@ -123,6 +125,30 @@ def test_figure_values_that_cannot_run_are_refused_before_anything_is_written(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not (tmp_path / "runs").exists()
+
+
+def _int_fields(config, prefix=""):
+    """(dotted name, replace-function) for every ``int`` field, nested configs included."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            for name, set_inner in _int_fields(value, prefix + f.name + "."):
+                yield name, (lambda v, f=f, s=set_inner:
+                             dataclasses.replace(config, **{f.name: s(v)}))
+        elif f.type in ("int", int):
+            yield prefix + f.name, (lambda v, f=f: dataclasses.replace(config, **{f.name: v}))
+
+
+@pytest.mark.parametrize("name", experiments.names())
+def test_every_figure_config_refuses_a_bool_or_a_float_where_it_counts(name):
+    """A count given as True or 2.5 (possible from Python, not from --set) is refused by the
+    config, naming the field: bool is an int subclass and would otherwise pass as 1."""
+    fields = list(_int_fields(experiments.get(name).Config()))
+    assert fields
+    for field, replaced in fields:
+        for bad in (True, 2.5):
+            with pytest.raises(ValueError, match=field.rsplit(".", 1)[-1]):
+                replaced(bad)
 
 
 def test_unknown_experiment_lists_the_known_ones(capsys):
