@@ -59,7 +59,7 @@ from experiments import alpine_measures as M
 from experiments import alpine_plot, harness
 from experiments import alpine_theorem as TH
 from experiments import claims as C
-from tasks.core import check_ints, check_seed
+from tasks.core import check_ints, check_numbers, check_seed
 
 NAME = "alpine-path-finding"
 PAPER = "Wang et al., NeurIPS 2024, arXiv 2405.09220; Wang et al. 2025, arXiv 2509.22613"
@@ -110,8 +110,7 @@ class Config:
             raise ValueError("rl_steps must be a multiple of log_every with >= 3 logs")
         if self.n_samples < 2:
             raise ValueError("n_samples must be >= 2 (the path entropy needs samples)")
-        if not (self.ntp_lr > 0 and self.rl_lr > 0 and self.theorem_lr > 0):
-            raise ValueError("ntp_lr, rl_lr and theorem_lr must be > 0")
+        check_numbers(NAME, self, ("ntp_lr", "rl_lr", "theorem_lr"), positive=True)
         _task(self)  # the graph of this seed must have train and test pairs (the task checks)
 
 

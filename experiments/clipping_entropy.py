@@ -84,7 +84,7 @@ import numpy as np
 from experiments import claims as C
 from experiments import harness
 from experiments.harness import sign_claim
-from tasks.core import check_ints, check_seed
+from tasks.core import check_ints, check_numbers, check_seed
 from theory import entropy as E
 from toymodels.rl.advantages import compute_advantages
 from toymodels.rl.objectives import policy_loss
@@ -130,8 +130,8 @@ class Config:
             raise ValueError("need n_actions >= 2, group_size >= 2 divisible by minibatches")
         if self.epochs * self.minibatches < 2:
             raise ValueError("epochs * minibatches must be >= 2 (else the ratio stays 1)")
-        if not (self.lr > 0 and self.logit_scale >= 0):
-            raise ValueError("lr must be > 0 and logit_scale >= 0")
+        check_numbers(NAME, self, ("lr",), positive=True)
+        check_numbers(NAME, self, ("logit_scale",))
         if not 0 < self.eps_small < self.eps_sym < 1:
             raise ValueError("need 0 < eps_small < eps_sym < 1")
 

@@ -63,7 +63,7 @@ import numpy as np
 
 from experiments import claims as C
 from experiments import harness
-from tasks.core import check_ints, check_seed
+from tasks.core import check_ints, check_numbers, check_seed
 from theory import entropy as E
 
 NAME = "entropy-mechanism"
@@ -111,8 +111,9 @@ class GRPOPart:
                                           "eval_samples", "interval"))
         if self.rl_steps // self.interval < 4 or self.rl_steps // self.eval_every < 8:
             raise ValueError("grpo needs >= 4 intervals and >= 8 evaluations")
-        if not 0.0 < self.fit_fraction < 1.0 or self.ntp_lr <= 0 or self.rl_lr <= 0:
-            raise ValueError("grpo.fit_fraction must lie in (0, 1) and the lrs be > 0")
+        check_numbers(f"{NAME}.grpo", self, ("ntp_lr", "rl_lr"), positive=True)
+        if not 0.0 < self.fit_fraction < 1.0:
+            raise ValueError("grpo.fit_fraction must lie in (0, 1)")
         n_eval = len(range(0, self.rl_steps, self.eval_every))
         if n_eval - _n_fit(self, n_eval) < 2:
             raise ValueError(f"grpo.fit_fraction={self.fit_fraction} leaves fewer than 2 of the "
@@ -148,8 +149,8 @@ class Config:
             raise ValueError("need n_actions >= 2 and n_states >= 3")
         if not 0.0 < self.reward_rate < 1.0:
             raise ValueError(f"reward_rate must lie in (0, 1), got {self.reward_rate}")
-        if not (0 < self.eta < math.inf and 0 <= self.logit_scale < math.inf):
-            raise ValueError("eta must be finite and > 0, logit_scale finite and >= 0")
+        check_numbers(NAME, self, ("eta",), positive=True)
+        check_numbers(NAME, self, ("logit_scale",))
         grid = tuple(float(x) for x in self.eta_grid)
         if (len(grid) < 3 or not all(0 < x < math.inf for x in grid)
                 or list(grid) != sorted(set(grid))):

@@ -82,7 +82,7 @@ import optax
 
 from experiments import claims as C
 from experiments import harness
-from tasks.core import check_ints, check_seed
+from tasks.core import check_finite, check_ints, check_numbers, check_seed
 from theory import grpo_weights as W
 from toymodels.rl.advantages import compute_advantages
 from toymodels.rl.objectives import aggregate, clipped_surrogate, policy_loss
@@ -125,10 +125,8 @@ class Config:
                 raise ValueError(f"{f} must be >= 2, got {getattr(self, f)}")
         if 2 * self.window > self.steps:
             raise ValueError(f"window={self.window} needs 2 * window <= steps={self.steps}")
-        if not (np.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if not np.isfinite(self.boost):
-            raise ValueError(f"boost must be finite, got {self.boost!r}")
+        check_numbers(NAME, self, ("lr",), positive=True)
+        check_finite(NAME, "boost", self.boost)
 
 
 def quick_config() -> Config:

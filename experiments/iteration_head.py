@@ -83,7 +83,7 @@ from experiments.iteration_head_data import (
     sample,
     torch_init,
 )
-from tasks.core import Batch, check_ints, check_seed
+from tasks.core import Batch, check_ints, check_numbers, check_seed
 from theory.circuits import iteration_head
 from toymodels import model, train
 from toymodels.config import ModelConfig
@@ -150,8 +150,9 @@ class Config:
             raise ValueError("n_max must lie in [2, 32]")
         if self.steps % self.eval_every or self.steps // self.eval_every < 4 + N_FINAL:
             raise ValueError("steps must be a multiple of eval_every, with >= 7 evaluations")
-        if not (self.lr > 0 and 0 <= self.warmup_steps < self.steps):
-            raise ValueError("lr must be > 0 and warmup_steps in [0, steps)")
+        check_numbers(NAME, self, ("lr",), positive=True)
+        if self.warmup_steps >= self.steps:
+            raise ValueError("warmup_steps must lie in [0, steps)")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if not isinstance(self.eos_padding_loss, bool):

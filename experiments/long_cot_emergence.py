@@ -60,7 +60,7 @@ import numpy as np
 
 from experiments import claims as C
 from experiments import harness
-from tasks.core import check_ints, check_seed
+from tasks.core import check_ints, check_numbers, check_seed
 from theory import reflection as T
 
 NAME = "long-cot-emergence"
@@ -110,8 +110,9 @@ class Config:
             raise ValueError("p_longs needs >= 3 values in (0, 1) (the log-odds fit)")
         if self.rl_steps % self.log_every or self.rl_steps // self.log_every < 4:
             raise ValueError("rl_steps must be a multiple of log_every with >= 4 logs")
-        if not 0.5 <= self.q_star < 1 or self.ntp_lr <= 0 or self.rl_lr <= 0:
-            raise ValueError("q_star must lie in [0.5, 1) and the lrs be > 0")
+        check_numbers(NAME, self, ("ntp_lr", "rl_lr"), positive=True)
+        if not 0.5 <= self.q_star < 1:
+            raise ValueError("q_star must lie in [0.5, 1)")
         harness.check_heads("", self.d_model, N_HEADS)
         _rl_config(self)  # the RL fields, checked by RLConfig before anything runs
 

@@ -44,7 +44,7 @@ import optax
 
 from experiments import harness
 from experiments import passk_data as D
-from tasks.core import EOS, Batch, Task, Vocab, check_ints
+from tasks.core import EOS, Batch, Task, Vocab, check_ints, check_numbers, check_prob
 from tasks.digits import exact_match
 from theory import support
 
@@ -71,14 +71,14 @@ class StrategiesConfig:
         if not 4 <= self.n_problems <= 1024:
             raise ValueError(f"strategies.n_problems must lie in [4, 1024], got "
                              f"{self.n_problems}")
+        check_prob("passk-support.strategies", "frac_a", self.frac_a)
         n_a = round(self.frac_a * self.n_problems)
         if not 1 <= n_a <= self.n_problems - 1:
             raise ValueError(f"strategies.frac_a must leave both classes non-empty, got "
                              f"{self.frac_a}")
         if not 0 < self.w_a < 1:
             raise ValueError(f"strategies.w_a must lie in (0, 1), got {self.w_a}")
-        if self.ntp_lr <= 0 or self.rl_lr <= 0:
-            raise ValueError("strategies learning rates must be > 0")
+        check_numbers("passk-support.strategies", self, ("ntp_lr", "rl_lr"), positive=True)
         harness.check_heads("strategies.", self.d_model, D.N_HEADS)
         if not isinstance(self.kernel_diagnostic, bool):
             raise ValueError("strategies.kernel_diagnostic must be True or False")

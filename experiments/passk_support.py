@@ -90,7 +90,7 @@ from experiments import harness
 from experiments import passk_data as D
 from experiments import passk_strategies as S
 from experiments.harness import sign_claim
-from tasks.core import check_ints, check_seed
+from tasks.core import check_ints, check_numbers, check_seed
 from theory import passk, support
 
 NAME = "passk-support"
@@ -152,8 +152,7 @@ class Config:
                              f"{self.ntp_max_steps}")
         if not 0 < self.base_accuracy < 1:
             raise ValueError(f"base_accuracy must lie in (0, 1), got {self.base_accuracy}")
-        if self.ntp_lr <= 0 or self.rl_lr <= 0:
-            raise ValueError("learning rates must be > 0")
+        check_numbers(NAME, self, ("ntp_lr", "rl_lr"), positive=True)
         harness.check_heads("", self.d_model, D.N_HEADS)
         if not isinstance(self.strategies, S.StrategiesConfig):
             raise ValueError("strategies must be a StrategiesConfig")

@@ -22,7 +22,7 @@ import numpy as np
 
 from experiments import claims as C
 from experiments import harness
-from tasks.core import check, check_int, check_prob, check_seed
+from tasks.core import check_int, check_number, check_prob, check_seed
 from toymodels.config import ModelConfig
 from toymodels.train import NTPConfig, evaluate, make_task, make_train
 
@@ -59,7 +59,7 @@ class Config:
         check_seed(o, "seed", self.seed)
         check_int(o, "d_mlp", self.d_mlp, 0)
         check_int(o, "warmup_steps", self.warmup_steps, 0, self.steps - 1)
-        check(isinstance(self.lr, float | int) and self.lr > 0, o, "lr", self.lr, "a number > 0")
+        check_number(o, "lr", self.lr, positive=True)
         check_prob(o, "min_accuracy", self.min_accuracy)
         check_prob(o, "min_token_accuracy", self.min_token_accuracy)
         self.ntp_config()  # the task, its fields and the model shape are checked there

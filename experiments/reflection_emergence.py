@@ -57,7 +57,7 @@ import numpy as np
 from experiments import claims as C
 from experiments import harness
 from experiments import reflection_measures as RM
-from tasks.core import check_ints, check_seed
+from tasks.core import check_ints, check_numbers, check_seed
 
 NAME = "reflection-emergence"
 PAPER = "Yao et al. 2025, arXiv 2510.04028; Kang et al. 2025, arXiv 2510.08308"
@@ -108,8 +108,9 @@ class Config:
             raise ValueError("rl_steps must be a multiple of log_every with >= 2 logs")
         if not isinstance(self.fast_compile, bool):
             raise ValueError(f"fast_compile must be True or False, got {self.fast_compile!r}")
-        if not 0 < self.b_star < 1 or self.ntp_lr <= 0 or self.rl_lr <= 0:
-            raise ValueError("b_star must lie in (0, 1) and the lrs be > 0")
+        check_numbers(NAME, self, ("ntp_lr", "rl_lr"), positive=True)
+        if not 0 < self.b_star < 1:
+            raise ValueError("b_star must lie in (0, 1)")
         harness.check_heads("", self.d_model, N_HEADS)
         if self.group_size < 2:
             raise ValueError("group_size must be >= 2 (GRPO's group-relative advantage)")

@@ -86,7 +86,7 @@ import optax
 from experiments import claims as C
 from experiments import harness
 from experiments import search_lookahead_data as data
-from tasks.core import check_ints, check_seed
+from tasks.core import check_ints, check_numbers, check_seed
 from toymodels import model, train
 from toymodels.config import ModelConfig
 from toymodels.hooks import Intervention
@@ -147,8 +147,9 @@ class Config:
             raise ValueError("outside_edges must be True or False")
         if self.steps % self.eval_every:
             raise ValueError("steps must be a multiple of eval_every")
-        if not (self.lr > 0 and 0 <= self.warmup_steps < self.steps):
-            raise ValueError("lr must be > 0 and warmup_steps in [0, steps)")
+        check_numbers(NAME, self, ("lr",), positive=True)
+        if self.warmup_steps >= self.steps:
+            raise ValueError("warmup_steps must lie in [0, steps)")
 
 
 def quick_config() -> Config:

@@ -200,6 +200,19 @@ def check_number(owner: str, field: str, value: Any, *, positive: bool = False) 
           + f" (a non-zero value >= {FLOAT32_TINY:.3g}, the smallest normal float32)")
 
 
+def check_numbers(owner: str, config: Any, fields: tuple[str, ...], *,
+                  positive: bool = False) -> None:
+    """``check_number`` for each named field of ``config``."""
+    for field in fields:
+        check_number(owner, field, getattr(config, field), positive=positive)
+
+
+def check_finite(owner: str, field: str, value: Any) -> None:
+    """A finite real number of either sign (not a bool)."""
+    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    check(ok and abs(value) < float("inf"), owner, field, value, "a finite number")
+
+
 def check_prob(owner: str, field: str, value: Any, *, open_hi: bool = False) -> None:
     ok = isinstance(value, float | int | np.floating) and not isinstance(value, bool)
     ok = ok and 0.0 <= float(value) <= 1.0 and not (open_hi and float(value) >= 1.0)

@@ -127,28 +127,32 @@ def test_figure_values_that_cannot_run_are_refused_before_anything_is_written(
     assert not (tmp_path / "runs").exists()
 
 
-def _int_fields(config, prefix=""):
-    """(dotted name, replace-function) for every ``int`` field, nested configs included."""
+def _fields_of_type(config, kind: str, prefix=""):
+    """(dotted name, replace-function) for every field annotated ``kind``, nested configs
+    included."""
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):
-            for name, set_inner in _int_fields(value, prefix + f.name + "."):
+            for name, set_inner in _fields_of_type(value, kind, prefix + f.name + "."):
                 yield name, (lambda v, f=f, s=set_inner:
                              dataclasses.replace(config, **{f.name: s(v)}))
-        elif f.type in ("int", int):
+        elif f.type == kind:
             yield prefix + f.name, (lambda v, f=f: dataclasses.replace(config, **{f.name: v}))
 
 
 @pytest.mark.parametrize("name", experiments.names())
-def test_every_figure_config_refuses_a_bool_or_a_float_where_it_counts(name):
-    """A count given as True or 2.5 (possible from Python, not from --set) is refused by the
-    config, naming the field: bool is an int subclass and would otherwise pass as 1."""
-    fields = list(_int_fields(experiments.get(name).Config()))
-    assert fields
-    for field, replaced in fields:
-        for bad in (True, 2.5):
-            with pytest.raises(ValueError, match=field.rsplit(".", 1)[-1]):
-                replaced(bad)
+def test_every_figure_config_refuses_a_bool_a_float_count_or_a_non_finite_number(name):
+    """From Python (``--set`` coerces first), True or 2.5 for a count and NaN, inf or True for
+    a real number are refused by the config, naming the field: bool is an int subclass and
+    NaN passes ``lr <= 0`` checks, so both would otherwise run."""
+    config = experiments.get(name).Config()
+    counts, reals = list(_fields_of_type(config, "int")), list(_fields_of_type(config, "float"))
+    assert counts and reals
+    for fields, bad_values in ((counts, (True, 2.5)), (reals, (float("nan"), float("inf"), True))):
+        for field, replaced in fields:
+            for bad in bad_values:
+                with pytest.raises(ValueError, match=field.rsplit(".", 1)[-1]):
+                    replaced(bad)
 
 
 def test_unknown_experiment_lists_the_known_ones(capsys):
