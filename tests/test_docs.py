@@ -25,6 +25,7 @@ def python_blocks_of(text: str) -> list[str]:
 @pytest.mark.parametrize("doc, heading", [
     ("README.md", "## Using it as a library"),
     ("docs/architecture.md", "### Adding a task"),
+    ("docs/architecture.md", "### Adding an experiment"),
 ])
 def test_doc_snippet_runs(doc, heading, tmp_path):
     code = block_after(doc, heading)
