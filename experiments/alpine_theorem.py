@@ -85,12 +85,15 @@ def within_row_auc(w, pos, neg) -> float:
 
 def _pair_auc(score, valid, invalid) -> float:
     """Pooled over states c of the (valid k, invalid k') pairs within c: P(score[c, k] >
-    score[c, k']) + ½ P(tie). score float[C, n]; valid, invalid bool[C, n]."""
+    score[c, k']) + ½ P(tie). score float[C, n]; valid, invalid bool[C, n]. NaN with no
+    pair or a non-finite compared score (a diverged model has no ranking, as in ``auc``)."""
     gt = score[:, :, None] > score[:, None, :]
     eq = score[:, :, None] == score[:, None, :]
     pairs = valid[:, :, None] & invalid[:, None, :]
     total = pairs.sum()
-    return float(((gt + 0.5 * eq) * pairs).sum() / total) if total else float("nan")
+    if not total or not np.isfinite(score[valid | invalid]).all():
+        return float("nan")
+    return float(((gt + 0.5 * eq) * pairs).sum() / total)
 
 
 def state_table(tokens, states, targets):

@@ -276,7 +276,9 @@ def _ci(agg) -> str:
 
 
 def formation_ratio(result: dict, kind: str, score: str) -> np.ndarray:
-    """Per seed: formation step of ``score`` over t_drop (NaN when either never happens)."""
+    """Per seed: formation step of ``score`` over t_drop (NaN when either never happens, or
+    when the seed's loss or score curve holds a NaN: a diverged seed forms nothing). A step
+    of 0 counts as ``eval_every``, so that the ratio of two steps is defined."""
     from toymodels.interp import formation_step
 
     steps = result["eval_step"]
@@ -286,6 +288,9 @@ def formation_ratio(result: dict, kind: str, score: str) -> np.ndarray:
                                 .mean(-1)], axis=1)  # mean loss of each block before an eval
     out = []
     for s in range(loss.shape[0]):
+        if np.isnan(eval_loss[s]).any() or np.isnan(result[f"{kind}_{score}"][s]).any():
+            out.append(np.nan)  # formation_step refuses NaN curves
+            continue
         t_drop = formation_step(steps, eval_loss[s], LOSS_DROP, direction="below")
         t_form = formation_step(steps, result[f"{kind}_{score}"][s], SCORE_MIN)
         ok = t_drop is not None and t_form is not None

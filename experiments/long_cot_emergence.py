@@ -27,7 +27,8 @@ the held-out samples, pooled over RL seeds):
   finite NTP run); |A − (1 + p)/2| <= 0.25·p + 3·se (a_L may fall short of 1 by 1/4).
 * NTP, greedy: for p < 1/3, |A − ½| <= 3·se and q <= 0.05; for p > 1/3, q >= 0.9 (Eq. 2).
 * regime: a_L >= 0.9 after NTP (Eq. 1-5 assume the long chain is learnt; where it is not,
-  RL sees no advantage for length and the RL claims are expected to fail, which they do).
+  RL sees no advantage for length and the RL claims are expected to fail, which they do);
+  the mean over the seeds that sampled a long answer at step 0 (a seed with none has no a_L).
 * RL: final q >= 0.9 and final mean length >= 0.9·d for every p (the seed mean).
 * identity (Eq. 3) at every logged step: z = (A − q·a_L − (1 − q)/2)/se, se = (1 − q)·½/√n_S
   over the non-long samples; the mean of z² over logged steps and p (seed mean) <= 2
@@ -242,7 +243,7 @@ def _measure(config: Config, evals, train) -> dict:
     ident = T.mixture_accuracy(samp["q"], samp["acc_long"])
     ident_se = (1 - samp["q"]) * 0.5 / np.sqrt(np.maximum(samp["n_s"], 1))
     t_reach = _steps_to_reach(steps, samp["q"], config.q_star)  # [p, seeds]
-    regime = samp["acc_long"][:, :, 0].mean(1) >= MIN_ACC_LONG  # [p]
+    regime = _regime(_ntp_acc_long(samp["acc_long"][:, :, 0], samp["q"][:, :, 0]))  # [p]
     kappa = _kappa(steps, samp["q"][regime])  # [seeds], over the p in the regime
     return {
         "p_long": p, "eval_step": steps, "log_odds": np.log((1 - p) / p),
@@ -268,7 +269,8 @@ def _kappa(steps, q):
     rise). q: [p, seeds, logs]; NaN for a seed with no such interval."""
     lq = T.logit(np.clip(q, 1e-4, 1 - 1e-4))
     rate = np.diff(lq, axis=-1) / np.diff(steps)
-    inside = (q[..., :-1] >= 0.1) & (q[..., 1:] <= 0.9) & (q[..., 1:] >= 0.1)
+    band = (q >= 0.1) & (q <= 0.9)
+    inside = band[..., :-1] & band[..., 1:]  # both ends in the band
     out = []
     for s in range(q.shape[1]):
         r = rate[:, s][inside[:, s]]
@@ -281,9 +283,23 @@ def _se(acc, n):
     return np.sqrt(np.clip(acc * (1 - acc), 0.25 / n, None) / n)
 
 
+def _ntp_acc_long(acc_long, q) -> np.ndarray:
+    """a_L after NTP (step 0, T = 1), [p, seeds], NaN for a seed that sampled no long
+    answer: its a_L is 0/0, which the evaluator writes as 0 (at p = 0.01 and 256 samples
+    that happens with probability e^-2.56 ~ 8 % per seed). acc_long, q: [p, seeds]."""
+    return np.where(q > 0, acc_long, np.nan)
+
+
+def _regime(acc_long) -> np.ndarray:
+    """bool[p]: the mean a_L over the seeds that have one (``_ntp_acc_long``) is at least
+    MIN_ACC_LONG; False where no seed sampled a long answer."""
+    n = np.isfinite(acc_long).sum(1)
+    return np.where(n > 0, np.nansum(acc_long, 1) / np.maximum(n, 1), np.nan) >= MIN_ACC_LONG
+
+
 def _in_regime(result) -> np.ndarray:
     """bool[p]: the NTP base wrote the long chain correctly (a_L >= MIN_ACC_LONG at step 0)."""
-    return result["acc_long"][:, :, 0, 0].mean(1) >= MIN_ACC_LONG
+    return _regime(_ntp_acc_long(result["acc_long"][:, :, 0, 0], result["q"][:, :, 0, 0]))
 
 
 def _ci(agg) -> str:
@@ -293,8 +309,11 @@ def _ci(agg) -> str:
 def claims(result: dict, config: Config) -> list[C.Claim]:
     out, d = [], config.n_bits
     n_pool = config.eval_n * config.n_seeds  # step-0 samples pooled over RL seeds, one base
+    a_long = _ntp_acc_long(result["acc_long"][:, :, 0, 0], result["q"][:, :, 0, 0])
     for i, p in enumerate(result["p_long"]):
         tag = f"p_long={p:g}"
+        a_l = a_long[i][np.isfinite(a_long[i])]  # the seeds that sampled a long answer
+        a_l = a_l if a_l.size else np.array([np.nan])
         q0, a0 = result["q"][i, :, 0, 0], result["acc"][i, :, 0, 0]
         qg, ag = result["q"][i, :, 0, 1], result["acc"][i, :, 0, 1]
         pq = float(result["pred_ntp_plong"][i])
@@ -304,7 +323,7 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
         pa = float(result["pred_ntp_acc"][i])
         tol = NTP_ACC_REL * p + Z * float(_se(np.float64(pa), n_pool))
         out.append(C.within(f"NTP T=1: accuracy (1+p)/2, {tag}", pa, a0.mean(), tol,
-                            f"Eq. 1; a_L={result['acc_long'][i, :, 0, 0].mean():.3f}"))
+                            f"Eq. 1; a_L={a_l.mean():.3f}"))
         pg = float(result["pred_greedy_acc"][i])
         if p < T.GREEDY_THRESHOLD:
             # Greedy is deterministic; the seeds only repeat the same decoding.
@@ -317,7 +336,7 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
                                   "Eq. 2: greedy writes the long chain above p = 1/3"))
             out.append(C.within(f"NTP greedy: accuracy = a_L, {tag}", pg, ag.mean(),
                                 NTP_ACC_REL * p, "Eq. 2 with a_L = 1"))
-        al = harness.seed_aggregate(result["acc_long"][i, :, 0, 0])
+        al = harness.seed_aggregate(a_l)
         out.append(C.at_least(f"regime: NTP learnt the long chain (a_L), {tag}", MIN_ACC_LONG,
                               al.mean, "Eq. 1-5 assume a_L ~ 1; " + _ci(al)))
         qf = harness.seed_aggregate(result["q"][i, :, -1, 0])
