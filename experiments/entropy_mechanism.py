@@ -41,7 +41,12 @@ Theorem 2), and every ``eval_every`` steps held-out pass@1 at temperature 1 (fro
 the direction and co-variation are predicted, not the constant.
 
 * (b) over blocks of ``interval`` steps, the block-to-block change of mean H against the
-  block's mean −Cov (the predicted direction of ΔH): Pearson r >= 0.5.
+  block's mean −Cov (the predicted direction of ΔH): Pearson r >= 0.5. H_t is logged before
+  update t and Cov_t belongs to update t, so mean H(block j+1) − mean H(block j) sums the
+  updates of block j and all but the last of block j+1, with weights 1/s .. 1 .. 1/s
+  (s = ``interval``; (s + 1)/2s of the weight on block j): a smoothing of block j's change,
+  which the per-step noise of the rollout entropy needs (single-step differences H_{(j+1)s}
+  − H_{js} correlate far less).
 * (c) R = −a·exp(H) + b fitted by least squares (theory.entropy) on the first
   ``fit_fraction`` of the evaluations (the paper fits its first 36 of ~236 steps); on the
   remaining ones the RMSE of the predicted pass@1 <= 0.05; the final pass@1 (mean of the last

@@ -212,12 +212,27 @@ def support_stats(p_base, p_rl, n: int, reach, reach_scale: float = 1.0) -> dict
 
 
 def rank_correlation(x, y):
-    """Spearman's ρ over the last axis (Pearson correlation of ranks; ties are measure-zero
-    for continuous log-likelihoods). x [problems], y [..., problems]."""
-    rank = lambda v: np.argsort(np.argsort(v, axis=-1), axis=-1).astype(np.float64)
-    rx, ry = rank(np.asarray(x)), rank(np.asarray(y))
+    """Spearman's ρ over the last axis: the Pearson correlation of the ranks, tied values
+    sharing their average rank (the textbook definition; without ties, ranks 0 .. n − 1 in
+    sorted order). NaN where x or a row of y holds a NaN (a failed seed must not get a rank),
+    or is constant. x [problems], y [..., problems]."""
+    rx, ry = _average_ranks(x), _average_ranks(y)
     rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
-    return (rx * ry).sum(-1) / np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant ranks: 0/0 = NaN
+        return (rx * ry).sum(-1) / np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum(-1))
+
+
+def _average_ranks(v):
+    """Ranks over the last axis, 0 for the smallest; equal values get the mean of the ranks
+    they occupy; a row with a NaN is all NaN."""
+    def one(row):
+        if np.isnan(row).any():
+            return np.full(row.shape, np.nan)
+        _, inverse, counts = np.unique(row, return_inverse=True, return_counts=True)
+        first = np.cumsum(counts) - counts  # rank of the first of each run of equal values
+        return (first + (counts - 1) / 2.0)[inverse.reshape(row.shape)]
+
+    return np.apply_along_axis(one, -1, np.asarray(v, np.float64))
 
 
 def grpo_tabular_gain(p, group_size: int):

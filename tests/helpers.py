@@ -1,5 +1,5 @@
 """Shared by several test files: SIGKILL a child training run at a checkpoint it announces;
-a fake figure module for the runner and the report."""
+a fake figure module for the runner and the report; the logit crossing step's reference."""
 
 from __future__ import annotations
 
@@ -54,3 +54,19 @@ def fake_module(fail_in_run: bool = False) -> types.ModuleType:
         quick_config=FakeConfig, run=run, plot=plot,
         claims=lambda result, config: [at_least("value >= 1", 1.0, result["final"])])
     return module
+
+
+def crossing_reference(steps, q, q_star, clip):
+    """First log j with q_j >= q*; between logs j−1 and j, the step where the straight line
+    through (step, logit q) of the two logs meets logit q* (``harness.logit_crossing_step``'s
+    definition, written out independently)."""
+    q = np.clip(np.asarray(q, np.float64), clip, 1 - clip)
+    logit = lambda p: np.log(p / (1 - p))
+    for j, qj in enumerate(q):
+        if qj >= q_star:
+            if j == 0:
+                return float(steps[0])
+            a, b = logit(q[j - 1]), logit(qj)
+            return float(steps[j - 1] + (logit(q_star) - a) / (b - a)
+                         * (steps[j] - steps[j - 1]))
+    return float("nan")
