@@ -46,7 +46,7 @@ the direction and co-variation are predicted, not the constant.
   updates of block j and all but the last of block j+1, with weights 1/s .. 1 .. 1/s
   (s = ``interval``; (s + 1)/2s of the weight on block j): a smoothing of block j's change,
   which the per-step noise of the rollout entropy needs (single-step differences H_{(j+1)s}
-  − H_{js} correlate far less).
+  − H_{js} correlate far less: r 0.36 against 0.93 on one stored full run at seed 0).
 * (c) R = −a·exp(H) + b fitted by least squares (theory.entropy) on the first
   ``fit_fraction`` of the evaluations (the paper fits its first 36 of ~236 steps); on the
   remaining ones the RMSE of the predicted pass@1 <= 0.05; the final pass@1 (mean of the last
@@ -68,7 +68,7 @@ import numpy as np
 
 from experiments import claims as C
 from experiments import harness
-from tasks.core import check_ints, check_numbers, check_seed
+from tasks.core import check_ints, check_number, check_numbers, check_seed
 from theory import entropy as E
 
 NAME = "entropy-mechanism"
@@ -156,6 +156,8 @@ class Config:
             raise ValueError(f"reward_rate must lie in (0, 1), got {self.reward_rate}")
         check_numbers(NAME, self, ("eta",), positive=True)
         check_numbers(NAME, self, ("logit_scale",))
+        for eta in self.eta_grid:
+            check_number(NAME, "eta_grid", eta, positive=True)
         grid = tuple(float(x) for x in self.eta_grid)
         if (len(grid) < 3 or not all(0 < x < math.inf for x in grid)
                 or list(grid) != sorted(set(grid))):

@@ -43,6 +43,10 @@ at seed 0 every claim holds except those of p = 0.01, whose NTP base never learn
 (a_L 0.23: too few long demonstrations in 2500 x 128 examples); its P(long) stays at 0.01 under
 RL, as the theory says it must when long answers are no more often right than short ones. At
 seed 31337 p = 0.05 is also outside the regime (a_L 0.50), so the fit runs over 3 p_long.
+At seed 1000 (run once, after the a_L and κ fixes of 2026-11-27, which change nothing there:
+every seed sampled a long answer at every p, and no logit-q interval started above 0.9)
+p = 0.05 is outside the regime too (a_L 0.72), and over the 3 remaining p_long the R² of T
+on log((1 - p)/p) is 0.54: **fails** (>= 0.8); slope / (1/κ) 1.07 and mean z² 0.99 hold.
 In the regime: P(long) after NTP matches p_long, greedy stays at chance below 1/3 and writes
 the chain at p = 0.5, RL drives P(long) to >= 0.99 and the length to d, the accuracy identity
 holds at every logged step (mean z² 0.87 and 0.90), and the steps to P(long) = 0.8 are linear
@@ -61,7 +65,7 @@ import numpy as np
 
 from experiments import claims as C
 from experiments import harness
-from tasks.core import check_ints, check_numbers, check_seed
+from tasks.core import check_ints, check_numbers, check_prob, check_seed
 from theory import reflection as T
 
 NAME = "long-cot-emergence"
@@ -107,6 +111,8 @@ class Config:
             raise ValueError("n_seeds must be >= 2 (claims are judged on a seed aggregate)")
         if self.n_bits < 3:
             raise ValueError("n_bits must be >= 3 (short and long forms must differ)")
+        for p in self.p_longs:
+            check_prob(NAME, "p_longs", p, open_hi=True)
         if len(self.p_longs) < 3 or not all(0 < p < 1 for p in self.p_longs):
             raise ValueError("p_longs needs >= 3 values in (0, 1) (the log-odds fit)")
         if self.rl_steps % self.log_every or self.rl_steps // self.log_every < 4:
@@ -247,6 +253,8 @@ def _measure(config: Config, evals, train) -> dict:
     kappa = _kappa(steps, samp["q"][regime])  # [seeds], over the p in the regime
     return {
         "p_long": p, "eval_step": steps, "log_odds": np.log((1 - p) / p),
+        # acc_long is 0 where an evaluation sampled no long answer (0/0); the regime reads
+        # those as missing (_ntp_acc_long), so use it with q > 0.
         "acc": s["acc"], "q": s["q"], "acc_long": s["acc_long"], "acc_short": s["acc_short"],
         "n_short": s["n_s"], "length": s["length"],
         "train_acc": train[..., 0], "train_q": train[..., 1], "train_length": train[..., 2],
@@ -337,8 +345,9 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
             out.append(C.within(f"NTP greedy: accuracy = a_L, {tag}", pg, ag.mean(),
                                 NTP_ACC_REL * p, "Eq. 2 with a_L = 1"))
         al = harness.seed_aggregate(a_l)
+        where = _ci(al) if np.isfinite(al.mean) else "no seed sampled a long answer"
         out.append(C.at_least(f"regime: NTP learnt the long chain (a_L), {tag}", MIN_ACC_LONG,
-                              al.mean, "Eq. 1-5 assume a_L ~ 1; " + _ci(al)))
+                              al.mean, "Eq. 1-5 assume a_L ~ 1; " + where))
         qf = harness.seed_aggregate(result["q"][i, :, -1, 0])
         lf = harness.seed_aggregate(result["length"][i, :, -1, 0])
         out.append(C.at_least(f"RL: final P(long), {tag}", RL_MIN_Q, qf.mean, _ci(qf)))

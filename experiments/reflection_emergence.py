@@ -57,7 +57,7 @@ import numpy as np
 from experiments import claims as C
 from experiments import harness
 from experiments import reflection_measures as RM
-from tasks.core import check_ints, check_numbers, check_seed
+from tasks.core import check_ints, check_numbers, check_prob, check_seed
 
 NAME = "reflection-emergence"
 PAPER = "Yao et al. 2025, arXiv 2510.04028; Kang et al. 2025, arXiv 2510.08308"
@@ -98,6 +98,8 @@ class Config:
             raise ValueError("n_seeds must be >= 2 (claims are judged on a seed aggregate)")
         if not 4 <= self.n_nodes <= 16:
             raise ValueError("n_nodes must lie in 4..16 (dead ends need a few nodes)")
+        for rho in self.rhos:
+            check_prob(NAME, "rhos", rho)
         if len(self.rhos) < 2 or self.rhos[0] != 0.0 or not all(
                 0 < r <= 1 for r in self.rhos[1:]) or list(self.rhos) != sorted(self.rhos):
             raise ValueError("rhos must start with 0.0, then increasing values in (0, 1]")

@@ -86,7 +86,7 @@ import optax
 from experiments import claims as C
 from experiments import harness
 from experiments import search_lookahead_data as data
-from tasks.core import check_ints, check_numbers, check_seed
+from tasks.core import check_int, check_ints, check_numbers, check_seed
 from toymodels import model, train
 from toymodels.config import ModelConfig
 from toymodels.hooks import Intervention
@@ -137,9 +137,9 @@ class Config:
         check_ints(NAME, self, ("warmup_steps",), lo=0)
         if self.n_seeds < 2:
             raise ValueError("n_seeds must be >= 2 (claims are judged on a seed aggregate)")
-        if (not self.depths or any(not isinstance(d, int) or not 1 <= d <= 8
-                                   for d in self.depths)
-                or list(self.depths) != sorted(set(self.depths))):
+        for depth in self.depths:
+            check_int(NAME, "depths", depth, 1, 8)
+        if not self.depths or list(self.depths) != sorted(set(self.depths)):
             raise ValueError(f"depths must be increasing integers in [1, 8], got {self.depths}")
         data.check_sizes(self.n_vertices, self.max_lookahead)
         harness.check_heads("", self.d_model, self.n_heads)

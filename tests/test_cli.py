@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -127,32 +128,36 @@ def test_figure_values_that_cannot_run_are_refused_before_anything_is_written(
     assert not (tmp_path / "runs").exists()
 
 
-def _fields_of_type(config, kind: str, prefix=""):
-    """(dotted name, replace-function) for every field annotated ``kind``, nested configs
-    included."""
+def _fields_of_type(config, kinds: tuple[str, ...], prefix=""):
+    """(dotted name, value, replace-function) for every field annotated one of ``kinds``,
+    nested configs included."""
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):
-            for name, set_inner in _fields_of_type(value, kind, prefix + f.name + "."):
-                yield name, (lambda v, f=f, s=set_inner:
-                             dataclasses.replace(config, **{f.name: s(v)}))
-        elif f.type == kind:
-            yield prefix + f.name, (lambda v, f=f: dataclasses.replace(config, **{f.name: v}))
+            for name, inner, set_inner in _fields_of_type(value, kinds, prefix + f.name + "."):
+                yield name, inner, (lambda v, f=f, s=set_inner:
+                                    dataclasses.replace(config, **{f.name: s(v)}))
+        elif f.type in kinds:
+            yield (prefix + f.name, value,
+                   lambda v, f=f: dataclasses.replace(config, **{f.name: v}))
 
 
 @pytest.mark.parametrize("name", experiments.names())
 def test_every_figure_config_refuses_a_bool_a_float_count_or_a_non_finite_number(name):
-    """From Python (``--set`` coerces first), True or 2.5 for a count and NaN, inf or True for
-    a real number are refused by the config, naming the field: bool is an int subclass and
-    NaN passes ``lr <= 0`` checks, so both would otherwise run."""
+    """From Python (the CLI refuses these before a config is built), True or 2.5 for a count
+    and NaN, inf or True for a real number, alone or as the last entry of a tuple field, are
+    refused by the config in an error naming the field: bool is an int subclass and NaN passes
+    ``lr <= 0`` checks, so both would otherwise run."""
     config = experiments.get(name).Config()
-    counts, reals = list(_fields_of_type(config, "int")), list(_fields_of_type(config, "float"))
+    counts = list(_fields_of_type(config, ("int", "tuple[int, ...]")))
+    reals = list(_fields_of_type(config, ("float", "tuple[float, ...]")))
     assert counts and reals
     for fields, bad_values in ((counts, (True, 2.5)), (reals, (float("nan"), float("inf"), True))):
-        for field, replaced in fields:
+        for field, value, replaced in fields:
+            names_it = rf"(^|\W){re.escape(field.rsplit('.', 1)[-1])}(?!\w)"  # "lr" ≠ "ntp_lr"
             for bad in bad_values:
-                with pytest.raises(ValueError, match=field.rsplit(".", 1)[-1]):
-                    replaced(bad)
+                with pytest.raises(ValueError, match=names_it):
+                    replaced(value[:-1] + (bad,) if isinstance(value, tuple) else bad)
 
 
 def test_unknown_experiment_lists_the_known_ones(capsys):

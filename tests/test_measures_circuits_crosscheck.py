@@ -5,7 +5,8 @@ shared by every figure are checked in tests/test_harness_crosscheck.py.
 
 Each reference below is written from the documented definition (docs/figure_alpine.md,
 docs/theory_circuits.md, docs/theory_reflection.md, the modules' docstrings, and the papers
-they cite), not from the code it checks; scipy.stats gives the textbook statistics.
+they cite), not from the code it checks; scipy.stats gives the textbook statistics (the
+first two below are used to check claims built on them, not retested):
 
 * seed interval: mean ± t_{0.975, n−1}·s/√n over the seed axis (Student, 1908), i.e.
   ``scipy.stats.t.interval(0.95, n − 1, loc=mean, scale=sem)``; NaN with one seed.
