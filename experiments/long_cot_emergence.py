@@ -47,6 +47,8 @@ At seed 1000 (run once, after the a_L and κ fixes of 2026-11-27, which change n
 every seed sampled a long answer at every p, and no logit-q interval started above 0.9)
 p = 0.05 is outside the regime too (a_L 0.72), and over the 3 remaining p_long the R² of T
 on log((1 - p)/p) is 0.54: **fails** (>= 0.8); slope / (1/κ) 1.07 and mean z² 0.99 hold.
+At seed 777000 (run once, same day) every claim holds but those of p = 0.01 (a_L 0.38): R²
+0.91, slope / (1/κ) 1.10, mean z² 1.15.
 In the regime: P(long) after NTP matches p_long, greedy stays at chance below 1/3 and writes
 the chain at p = 0.5, RL drives P(long) to >= 0.99 and the length to d, the accuracy identity
 holds at every logged step (mean z² 0.87 and 0.90), and the steps to P(long) = 0.8 are linear
