@@ -173,7 +173,9 @@ def all_problems(task):
 
 def gold_loglik(graphdef, params, batch, *, seed_axis: bool = False):
     """log π(gold completion | prompt) per problem by teacher forcing, float64 numpy
-    ([problems], or [seeds, problems] for params with a leading seed axis)."""
+    ([problems], or [seeds, problems] for params with a leading seed axis): the sum of
+    log π over the gold tokens up to and including <eos> (``target_lens``), a left-padded
+    prompt read as its unpadded self (``prompt_lens``)."""
     fn = _gold_loglik_seeds if seed_axis else _gold_loglik
     return np.asarray(fn(graphdef, params, batch), np.float64)
 
@@ -183,9 +185,13 @@ def _gold_loglik(graphdef, params, batch):
     from toymodels.rl.objectives import token_logprobs
     from toymodels.rl.rollout import completion_logits
 
-    valid = jnp.ones(batch.prompts.shape, bool)  # every prompt has full length: no padding
+    # Batch layout: prompts left-padded to prompt_lens, the gold completion's target_lens
+    # tokens (up to its <eos>) then <pad>, which is no part of it (all_problems has neither)
+    width, length = batch.prompts.shape[1], batch.targets.shape[1]
+    valid = jnp.arange(width)[None] >= width - batch.prompt_lens[:, None]
+    gold = jnp.arange(length)[None] < batch.target_lens[:, None]
     logits = completion_logits(graphdef, params, batch.prompts, valid, batch.targets)
-    return token_logprobs(logits, batch.targets).sum(1)
+    return jnp.where(gold, token_logprobs(logits, batch.targets), 0.0).sum(1)
 
 
 @functools.partial(jax.jit, static_argnums=0)

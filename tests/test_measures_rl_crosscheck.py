@@ -22,21 +22,38 @@ The references (the first two are used to check claims built on them, not retest
   Spearman's ρ = Pearson of average ranks (scipy);
 * clipped SGD on tabular logits (Schulman et al. 2017, arXiv 1707.06347, Eq. 7; DAPO, arXiv
   2503.14476, Eq. 10): a token is clipped iff Â > 0 and ρ > 1 + ε_high or Â < 0 and
-  ρ < 1 − ε_low, and then carries no gradient.
+  ρ < 1 − ε_low, and then carries no gradient; the trajectory sums of its decomposition
+  weight the evaluation at z_i by the steps it stands for, min(every, T − i);
+* log π(gold | prompt): one teacher-forced pass of prompt ⧺ gold[:-1] through
+  ``toymodels.model.forward``, the log-softmax at the gold tokens summed up to and including
+  the first <eos>;
+* the strategy-logit kernel (docs §4): (k_s, k_o) the least-squares fit of K = J Jᵀ to
+  k_s 11ᵀ + k_o I, r = k_o / k_s; J by forward-mode autodiff of logit(<A>) − logit(<B>) at
+  the last prompt position.
 
 Tolerances, fixed before measuring: float64 code against the float64 reference 1e-10;
-float32 code (the figures' jax engines) 1e-5 relative; a float32 trajectory of a few SGD
+float32 code (the figures' jax engines) 1e-5 relative (and 1e-5 absolute for log π(gold),
+which can be near 0); a float32 trajectory of a few SGD
 updates on O(1) logits 1e-4; ``pytest.approx``'s default 1e-6 relative where the two sides
 take another float64 route (a median or mean of exponentials, the enumeration of every group
 in ``predicted_fill_update``); the F_U / F_S simulation 0.01 absolute, about 12 standard
-errors of its 20 000 draws. Where a plausible wrong definition could pass by accident
-(a normal quantile, pooling the seeds, pairing the next block), a guard checks that it
-would be rejected. Each test can fail: 26 bugs planted one at a time in a scratch copy
-(ddof 0, pads counted in |o|, <eos> left out, k* on a strict >, the clip fraction without
-the epochs, the drift at z_{t+1}, ...) were each caught (2026-11-27).
+errors of its 20 000 draws; the kernel ratio of a float32 model 1e-4 relative (two
+float32 Jacobians, r a difference over k_s). Where a plausible wrong definition could pass
+by accident (a normal quantile, pooling the seeds, pairing the next block, a shifted
+position), a guard checks that it would be rejected. Each test can fail: 26 bugs planted
+one at a time in a scratch copy (ddof 0, pads counted in |o|, <eos> left out, k* on a
+strict >, the clip fraction without the epochs, the drift at z_{t+1}, ...) were each
+caught (2026-11-27); so were 18 more in the three measurements added later (k_s with the
+diagonal, the ratio inverted, one Jacobian leaf, NaN only at k_s = 0, the strategy logit
+at another position or without log π(<B>); every span = every, the split after its step,
+the unsplit seed key, the on-policy schedule ignored; pads after <eos> counted, a padded
+prompt read as valid, the logits one position early, the seeds reversed; the two
+Jacobian-route bugs are caught only by the slow test).
 
 The jax parts compile with XLA's cheap backend passes (``_fast``): compiling dominates, and
-the file must stay inside the default suite's budget (13-21 s on 2 cores, load 2.4-2.3).
+the file must stay inside the default suite's budget (13-21 s on 2 cores, load 2.4-2.3; the
+three measurements added later cost 4 s more at load 1.3, without the end-to-end kernel
+test, which compiles two Jacobians and is marked slow).
 """
 
 from __future__ import annotations
@@ -44,12 +61,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
+from flax import nnx
 
 from experiments import clipping_decomposition as CD
 from experiments import clipping_entropy as CE
@@ -58,7 +78,9 @@ from experiments import grpo_length_bias as GL
 from experiments import passk_data as PD
 from experiments import passk_strategies as PS
 from experiments import passk_support as PK
+from tasks.core import EOS, PAD
 from theory import entropy as E
+from toymodels import model
 
 F64_TOL, F32_RTOL, TRAJ_TOL = 1e-10, 1e-5, 1e-4
 _COMPILED = {}
@@ -131,6 +153,36 @@ def ref_prompt_weight(rewards, lengths, method, n_prompts, max_tokens):
     if method == "grpo":
         return dev.sum(-1) / (r.std(-1) + 1e-6) / b
     return (dev * np.asarray(lengths, np.float64)).sum(-1) / (b * max_tokens)
+
+
+def ref_kernel_fit(k):
+    """(k_s, k_o) of the least-squares fit K ≈ k_s 11ᵀ + k_o I (docs §4: k_s between
+    problems, k_s + k_o on the diagonal), float64."""
+    k = np.asarray(k, np.float64)
+    n = len(k)
+    design = np.stack([np.ones(n * n), np.eye(n).ravel()], 1)
+    (k_s, k_o), *_ = np.linalg.lstsq(design, k.ravel(), rcond=None)
+    return k_s, k_o
+
+
+def ref_gold_loglik(graphdef, params, prompts, targets, name):
+    """log π(gold | prompt) in float64 from one teacher-forced pass of prompt ⧺ gold[:-1]
+    through ``toymodels.model.forward`` (full-length prompts), position P − 1 + t predicting
+    gold token t: the sum of log softmax(logits_t)[gold_t] over the tokens up to and
+    including the first <eos> (``sum``); also every column's term (``per_token``) and the sum
+    read one position early (``early``, a guard's wrong reading)."""
+    prompts, targets = np.asarray(prompts), np.asarray(targets)
+    tokens = jnp.asarray(np.concatenate([prompts, targets[:, :-1]], 1))
+    logits = np.asarray(_fast(name, lambda p, t: model.forward(graphdef, p, t)[0], params,
+                              tokens), np.float64)
+    logp = logits - scipy.special.logsumexp(logits, -1, keepdims=True)
+    eos = targets == EOS
+    gold = np.cumsum(eos, 1) - eos == 0  # no <eos> before this token
+    p = prompts.shape[1]
+    read = lambda start: np.take_along_axis(logp[:, start:start + targets.shape[1]],
+                                            targets[..., None], -1)[..., 0]
+    return {"sum": np.where(gold, read(p - 1), 0.0).sum(1), "per_token": read(p - 1),
+            "early": np.where(gold, read(p - 2), 0.0).sum(1)}
 
 
 # ======================================================================= entropy-mechanism
@@ -592,6 +644,112 @@ def test_strategies_stats_are_per_seed_class_means_and_rank_correlations():
     assert st["p_base_a"] == pytest.approx(np.exp(ll_base[in_a]).mean())
 
 
+def _tiny_model(config, task, seed, max_len=None):
+    """A random model of the figure's shape without its MLP (attention-only: the measurements
+    do not depend on it, and it halves the compile time), every parameter ~ N(0, 0.5²):
+    logits of O(1), so a wrong position or token reads a clearly different log-probability.
+    Drawn in numpy on the abstract model (``nnx.eval_shape``): ``model.init``'s eager draws
+    compile for ~3 s."""
+    mc = PD.model_config(config, task)
+    mc = dataclasses.replace(mc, d_mlp=0, init_scale=0.5, max_len=max_len or mc.max_len)
+    graphdef, shapes = nnx.split(nnx.eval_shape(lambda: model.Transformer(mc,
+                                                                          rngs=nnx.Rngs(0))))
+    rng = np.random.default_rng(seed)
+    return graphdef, jax.tree.map(lambda s: rng.normal(0, 0.5, s.shape).astype(s.dtype), shapes)
+
+
+def test_gold_loglik_is_a_teacher_forced_sum_over_the_gold_up_to_its_eos():
+    """``passk_data.gold_loglik`` on the figure's 100 problems against one forward pass of
+    prompt ⧺ gold[:-1] (float32 logits: 1e-5); with a seed axis, on the same problems in the
+    ``Batch`` layout with padding, a <pad> column after the <eos> (target_lens 2) and a
+    left-padded prompt (prompt_lens 3): log π(gold | prompt) is the unpadded problem's."""
+    cfg = PK.quick_config()
+    task = PD.make_task(cfg)
+    graphdef, params = _tiny_model(cfg, task, 17, max_len=6)
+    second = jax.tree.map(lambda a: -a, params)  # another model, without another draw
+    every = PD.all_problems(task)
+    n = every.n
+    padded = dataclasses.replace(
+        every, prompts=jnp.pad(every.prompts, ((0, 0), (1, 0)), constant_values=PAD),
+        targets=jnp.pad(every.targets, ((0, 0), (0, 1)), constant_values=PAD))
+    assert np.all(np.asarray(padded.prompt_lens) == 3) and np.all(
+        np.asarray(padded.target_lens) == 2)
+    # the reference reads the <pad> column too (causal: the gold's terms are unchanged)
+    ref = [ref_gold_loglik(graphdef, p, every.prompts, padded.targets, "gold")
+           for p in (params, second)]
+    got = PD.gold_loglik(graphdef, params, every)
+    assert got.dtype == np.float64 and got.shape == (n,)
+    assert np.allclose(got, ref[0]["sum"], rtol=F32_RTOL, atol=1e-5)
+    seeds = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, second)
+    got_seeds = PD.gold_loglik(graphdef, seeds, padded, seed_axis=True)
+    assert got_seeds.shape == (2, n)
+    assert np.allclose(got_seeds, [r["sum"] for r in ref], rtol=F32_RTOL, atol=1e-5)
+    # guards: a reading one position early, or the <pad> term counted, is rejected
+    assert np.abs(ref[0]["early"] - ref[0]["sum"]).max() > 0.1
+    assert np.abs(ref[0]["per_token"][:, 2]).min() > 0.1
+
+
+def test_kernel_ratio_is_own_over_shared_of_the_least_squares_kernel_fit(monkeypatch):
+    """r = k_o / k_s for K = J Jᵀ, J the strategy logits' Jacobian (a pytree whose leaves have
+    a leading problem axis), planted in float64. Hand value: J = [√a·1 | √b·I] gives
+    K = a 11ᵀ + b I exactly, r = b / a; a shared direction whose sign alternates between the
+    problems gives k_s < 0: NaN (the docstring's undefined ratio)."""
+    n = 64
+    task = types.SimpleNamespace(all_problems=lambda: types.SimpleNamespace(targets=None))
+    rng = np.random.default_rng(15)
+    a, b = 0.25, 0.01
+    hand = np.concatenate([np.full((n, 1), math.sqrt(a)), math.sqrt(b) * np.eye(n)], 1)
+    noisy = 0.8 * rng.normal(size=(1, 30)) + rng.normal(0, 0.4, (n, 30))
+    sign = np.where(np.arange(n) % 2, -1.0, 1.0)[:, None]
+    opposed = sign * rng.normal(size=(1, 30)) + rng.normal(0, 0.1, (n, 30))
+
+    def ratio(jac):
+        leaves = {"w": jac[:, :6].reshape(n, 2, 3), "b": jac[:, 6:]}
+        monkeypatch.setattr(PS, "_compiled", lambda fn, *args: jax.tree.map(jnp.asarray,
+                                                                            leaves))
+        with jax.enable_x64(True):
+            return PS.strategy_kernel_ratio(None, None, task)
+
+    assert ratio(hand) == pytest.approx(b / a, abs=F64_TOL)
+    k_s, k_o = ref_kernel_fit(noisy @ noisy.T)
+    assert ratio(noisy) == pytest.approx(k_o / k_s, abs=F64_TOL)
+    k = noisy @ noisy.T  # guard: k_s as the mean of every entry (diagonal included)
+    assert abs((np.trace(k) / n - k.mean()) / k.mean() - k_o / k_s) > 1e-3
+    assert ref_kernel_fit(opposed @ opposed.T)[0] < 0 and np.isnan(ratio(opposed))
+
+
+@pytest.mark.slow
+def test_kernel_ratio_of_a_tiny_model_is_that_of_the_strategy_logits_jacobian():
+    """End to end on a random model (8 problems): J by forward-mode autodiff of the reference's
+    z_j = logit(<A>) − logit(<B>) at the last prompt position of a pass of the prompt alone
+    (the completion cannot reach it; the normaliser cancels), K = J Jᵀ in float64. Two float32
+    Jacobians by different routes, r a difference over k_s: 1e-4 relative. Marked slow: the
+    two Jacobians compile for 2-3.5 s, over this file's budget; the algebra from J to r is
+    checked in the default suite above."""
+    cfg = dataclasses.replace(PK.quick_config(),
+                              strategies=PS.StrategiesConfig(n_problems=8, d_model=8))
+    task = PS.make_task(cfg)
+    graphdef, params = _tiny_model(cfg.strategies, task, 16)
+    got = PS.strategy_kernel_ratio(graphdef, params, task)
+    prompts = task.all_problems().prompts
+    ids = jnp.array([task.vocab.id("<A>"), task.vocab.id("<B>")])
+
+    def z(p):  # [position: last prompt token (the strategy's), first (a wrong reading), n]
+        logits = model.forward(graphdef, p, prompts)[0][:, ::-1][..., ids]
+        return (logits[..., 0] - logits[..., 1]).T
+
+    jac = _fast("strategy logits' jacobian", jax.jacfwd(z), params)
+    fits = []
+    for position in (0, 1):
+        rows = np.concatenate([np.asarray(leaf[position], np.float64).reshape(8, -1)
+                               for leaf in jax.tree.leaves(jac)], 1)
+        fits.append(ref_kernel_fit(rows @ rows.T))
+    (k_s, k_o), (k_s_wrong, k_o_wrong) = fits
+    assert got == pytest.approx(k_o / k_s, rel=1e-4)
+    assert k_s > 0.1 * (k_s + k_o)  # guard: a ratio well conditioned at this tolerance
+    assert abs(k_o_wrong / k_s_wrong - k_o / k_s) > 1e-2 * abs(k_o / k_s)  # guard: position
+
+
 # ======================================================================= clipping-entropy
 CLIP = CE.Config(n_seeds=2, n_states=3, n_actions=4, group_size=8, steps=2, epochs=3,
                  minibatches=2, lr=3.0)
@@ -719,3 +877,53 @@ def test_step_decomposition_is_the_mean_update_first_order_plus_the_rest():
         assert float(got[f"{name}_first"]) == pytest.approx(first.mean(), abs=TRAJ_TOL)
         assert float(got[f"{name}_drift"]) == pytest.approx((total - first).mean(),
                                                             abs=TRAJ_TOL)
+
+
+@pytest.mark.parametrize("on_policy", [False, True])
+def test_trajectory_sums_weight_each_evaluation_by_the_steps_it_stands_for(monkeypatch,
+                                                                          on_policy):
+    """``decomposition_along_trajectory``: the split is evaluated at z_0, z_e, z_2e, ... of the
+    first seed's own run (e = every), before that step, each evaluation weighted by the steps
+    it stands for, min(e, T − i) (T = 5, e = 2: 2, 2, 1); the realised changes are
+    f(z_T) − f(z_0), means over contexts. The step (checked against the reference above) and
+    the split (``step_decomposition``, checked above) are replaced by functions that reveal
+    the run's keys, the schedule (epochs, minibatches: the config's, or (1, 1) on-policy),
+    the z it is evaluated at and the base mode; float32 along 5 steps: TRAJ_TOL."""
+    cfg = dataclasses.replace(CLIP, steps=5, seed=7)
+    weights = np.random.default_rng(19).normal(size=(cfg.n_states, cfg.n_actions))
+    size = lambda epochs, minibatches: 0.1 * (epochs + 10 * minibatches)
+
+    def planted_step(z, key, eps, cfg, epochs, minibatches):
+        return z + size(epochs, minibatches) * jax.random.normal(key, z.shape), 0
+
+    def planted_split(z, mode, eps, cfg, key, replicates, on_policy):
+        at_mode = jnp.take_along_axis(z, mode[:, None], -1)
+        return {"p_mode_first": jnp.sum(weights * z), "p_mode_drift": at_mode.mean(),
+                "entropy_first": E.entropy(z).mean(), "entropy_drift": jnp.sum(weights[0])}
+
+    monkeypatch.setattr(CD, "_rl_step", planted_step)
+    monkeypatch.setattr(CD, "step_decomposition", planted_split)
+    got = CD.decomposition_along_trajectory(cfg, every=2, replicates=4, on_policy=on_policy)
+    z, k_run = _base(jax.random.split(jax.random.key(7), cfg.n_seeds)[0], cfg)  # seed 0 of 7
+    step = size(1, 1) if on_policy else size(cfg.epochs, cfg.minibatches)
+    zs = [np.asarray(z, np.float64)]
+    for i in range(cfg.steps):
+        noise = jax.random.normal(jax.random.fold_in(k_run, i), z.shape)
+        zs.append(zs[-1] + step * np.asarray(noise, np.float64))
+    mode = zs[0].argmax(-1)
+    values = lambda x: {"p_mode_first": np.sum(weights * x),
+                        "p_mode_drift": x[np.arange(len(x)), mode].mean(),
+                        "entropy_first": ref_entropy(x).mean(), "entropy_drift": weights[0].sum()}
+    spans = {0: 2, 2: 2, 4: 1}
+    for name in values(zs[0]):
+        ref = sum(span * values(zs[i])[name] for i, span in spans.items())
+        assert got[name] == pytest.approx(ref, abs=TRAJ_TOL)
+    # guards: every evaluation weighted by e, or taken after its step, is rejected
+    assert abs(np.sum(weights * zs[4])) > 0.1
+    assert abs(sum(span * np.sum(weights * zs[i + 1]) for i, span in spans.items())
+               - got["p_mode_first"]) > 0.1
+    p_mode = lambda x: ref_softmax(x)[np.arange(len(x)), mode].mean()
+    assert got["p_mode_realised"] == pytest.approx(p_mode(zs[-1]) - p_mode(zs[0]), abs=TRAJ_TOL)
+    assert got["entropy_realised"] == pytest.approx(
+        ref_entropy(zs[-1]).mean() - ref_entropy(zs[0]).mean(), abs=TRAJ_TOL)
+    assert abs(p_mode(zs[-1]) - p_mode(zs[-2])) > 1e-3  # guard: one step short is rejected
