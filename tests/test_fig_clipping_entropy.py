@@ -80,6 +80,7 @@ def test_flipped_predictions_are_rejected(quick):
         "on-policy (1 epoch): entropy change"].holds
 
 
+@pytest.mark.slow  # ~10-16 s of compiling: kept out of the 10-minute default suite
 def test_onpolicy_prediction_follows_the_measured_trajectory():
     # The prediction is summed along the run's own on-policy trajectory: computing it must
     # not change that trajectory (the claims pair them seed by seed).
@@ -91,6 +92,7 @@ def test_onpolicy_prediction_follows_the_measured_trajectory():
     np.testing.assert_array_equal(replay["entropy"], plain["entropy"][0])
 
 
+@pytest.mark.slow  # ~10-16 s of compiling: kept out of the 10-minute default suite
 def test_analytic_drift_matches_a_monte_carlo_of_the_engine_step():
     # theory.entropy.onpolicy_entropy_drift against the Monte Carlo split of the figure's own
     # on-policy step (engine surrogate and advantages) at the full config's base: within 10 %

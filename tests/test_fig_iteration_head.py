@@ -57,6 +57,7 @@ def test_construction_scores_and_ablations():
     assert acc["L1 MLP"] == 1.0
 
 
+@pytest.mark.slow  # ~10-16 s of compiling: kept out of the 10-minute default suite
 def test_official_init_and_dropout():
     """torch_init: embeddings N(0, 1), weight matrices U(+-1/sqrt(fan_in)), biases 0; the
     dropout loss is toymodels' NTP loss at rate 0 and differs (per key) at rate 0.5."""

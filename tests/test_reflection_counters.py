@@ -80,6 +80,7 @@ def test_first_crossing_hand_values():
     assert out["a"] == 1
 
 
+@pytest.mark.slow  # ~10-16 s of compiling: kept out of the 10-minute default suite
 def test_rl_step_on_graph_search_reports_the_reflection_metrics():
     """The RL step adds every reflection metric (exact, from the prompt's graph) to its
     per-step metrics when the task's counters support them; ratios lie in [0, 1] or are NaN

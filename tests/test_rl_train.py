@@ -131,6 +131,7 @@ def test_top_k_beyond_the_vocabulary_and_the_ntp_dir_as_run_dir_are_refused_up_f
     assert not (Path(ntp_dir) / "rl_config.json").exists()
 
 
+@pytest.mark.slow  # ~10-16 s of compiling: kept out of the 10-minute default suite
 def test_an_rl_run_dir_refuses_another_seed_layout(tmp_path, ntp_dir):
     config = dataclasses.replace(rl_config(ntp_dir), steps=2)
     make_train(config, tmp_path)()
