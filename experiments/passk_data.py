@@ -182,14 +182,14 @@ def gold_loglik(graphdef, params, batch, *, seed_axis: bool = False):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _gold_loglik(graphdef, params, batch):
+    from tasks.core import prompt_valid
     from toymodels.rl.objectives import token_logprobs
     from toymodels.rl.rollout import completion_logits
 
     # Batch layout: prompts left-padded to prompt_lens, the gold completion's target_lens
     # tokens (up to its <eos>) then <pad>, which is no part of it (all_problems has neither)
-    width, length = batch.prompts.shape[1], batch.targets.shape[1]
-    valid = jnp.arange(width)[None] >= width - batch.prompt_lens[:, None]
-    gold = jnp.arange(length)[None] < batch.target_lens[:, None]
+    valid = prompt_valid(batch.prompts, batch.prompt_lens)
+    gold = jnp.arange(batch.targets.shape[1])[None] < batch.target_lens[:, None]
     logits = completion_logits(graphdef, params, batch.prompts, valid, batch.targets)
     return jnp.where(gold, token_logprobs(logits, batch.targets), 0.0).sum(1)
 
@@ -219,26 +219,15 @@ def support_stats(p_base, p_rl, n: int, reach, reach_scale: float = 1.0) -> dict
 
 def rank_correlation(x, y):
     """Spearman's ρ over the last axis: the Pearson correlation of the ranks, tied values
-    sharing their average rank (the textbook definition; without ties, ranks 0 .. n − 1 in
-    sorted order). NaN where x or a row of y holds a NaN (a failed seed must not get a rank),
-    or is constant. x [problems], y [..., problems]."""
-    rx, ry = _average_ranks(x), _average_ranks(y)
+    sharing their average rank (the textbook definition). NaN where x or a row of y holds a
+    NaN (a failed seed must not get a rank), or is constant. x [problems], y [..., problems]."""
+    from scipy.stats import rankdata  # average ranks; a row with a NaN ranks as all NaN
+
+    rx, ry = (rankdata(np.asarray(v, np.float64), axis=-1, nan_policy="propagate")
+              for v in (x, y))
     rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):  # constant ranks: 0/0 = NaN
         return (rx * ry).sum(-1) / np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum(-1))
-
-
-def _average_ranks(v):
-    """Ranks over the last axis, 0 for the smallest; equal values get the mean of the ranks
-    they occupy; a row with a NaN is all NaN."""
-    def one(row):
-        if np.isnan(row).any():
-            return np.full(row.shape, np.nan)
-        _, inverse, counts = np.unique(row, return_inverse=True, return_counts=True)
-        first = np.cumsum(counts) - counts  # rank of the first of each run of equal values
-        return (first + (counts - 1) / 2.0)[inverse.reshape(row.shape)]
-
-    return np.apply_along_axis(one, -1, np.asarray(v, np.float64))
 
 
 def grpo_tabular_gain(p, group_size: int):

@@ -135,6 +135,13 @@ def left_pad(rows: jax.Array, lens: jax.Array) -> jax.Array:
     return jnp.where(src >= 0, out, PAD).astype(jnp.int32)
 
 
+def prompt_valid(prompts: jax.Array, prompt_lens: jax.Array) -> jax.Array:
+    """bool[n, W]: True at the real tokens of left-padded prompts (the last ``prompt_lens``
+    columns of each row)."""
+    width = prompts.shape[1]
+    return jnp.arange(width)[None, :] >= width - prompt_lens[:, None]
+
+
 def eos_index(completions: jax.Array) -> jax.Array:
     """Index of the first ``<eos>`` in each row, or L where there is none."""
     is_eos = completions == EOS

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from tasks.core import Batch
+from tasks.core import Batch, prompt_valid
 from toymodels.model import forward
 from toymodels.sampler import generate
 
@@ -37,13 +37,12 @@ def sample_rollout(graphdef, params, key, task, batch: Batch, *, group_size: int
                    max_new_tokens: int, temperature: float, top_k: int) -> Rollout:
     """G completions per prompt of ``batch``, scored by ``task.reward`` (pure jnp)."""
     rep = repeat_batch(batch, group_size)
-    width = rep.prompts.shape[1]
-    prompt_valid = jnp.arange(width)[None, :] >= width - rep.prompt_lens[:, None]
-    samples = generate(graphdef, params, key, rep.prompts, prompt_valid,
+    valid = prompt_valid(rep.prompts, rep.prompt_lens)
+    samples = generate(graphdef, params, key, rep.prompts, valid,
                        max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k)
     rewards = task.reward(rep, samples.tokens).astype(jnp.float32)
     counters = {k: v.astype(jnp.float32) for k, v in task.counters(rep, samples.tokens).items()}
-    return Rollout(rep.prompts, prompt_valid, samples.tokens, samples.mask, samples.logprobs,
+    return Rollout(rep.prompts, valid, samples.tokens, samples.mask, samples.logprobs,
                    samples.entropies, rewards, counters)
 
 

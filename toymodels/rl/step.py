@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tasks.core import prompt_valid
 from toymodels.rl import metrics as M
 from toymodels.rl import reflection
 from toymodels.rl.advantages import compute_advantages
@@ -152,8 +153,7 @@ def make_eval(graphdef, task, config: RLConfig, eval_key):
     c = config
     n = max(c.passk_ks)
     batch = task.sample(eval_key, c.eval_n, c.eval_split)
-    width = batch.prompts.shape[1]
-    valid = jnp.arange(width)[None, :] >= width - batch.prompt_lens[:, None]
+    valid = prompt_valid(batch.prompts, batch.prompt_lens)
 
     def evaluate(params, key):
         greedy = generate(graphdef, params, key, batch.prompts, valid,
