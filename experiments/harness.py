@@ -29,8 +29,8 @@ from experiments.claims import Claim
 
 # --------------------------------------------------------------------------- statistics
 def t_quantile(df: int, q: float = 0.975) -> float:
-    """Student-t quantile t_{q, df} (scipy is a dependency of jax, so always installed;
-    ``scipy.special`` imports in a fraction of the time of ``scipy.stats``)."""
+    """Student-t quantile t_{q, df} (``scipy.special`` imports in a fraction of the time of
+    ``scipy.stats``)."""
     from scipy.special import stdtrit
 
     return float(stdtrit(df, q))
@@ -187,7 +187,8 @@ def logit_crossing_step(steps, q, q_star: float, *, clip: float = 1e-6) -> np.nd
     """First logged step at which the probability ``q`` reaches ``q_star``, linearly
     interpolated in logit between the two logs around the crossing (the logit of a sigmoid
     learning curve is close to linear in the step); ``steps[0]`` if already there at the first
-    log, NaN if never reached. q: [..., logs], clipped to [clip, 1 - clip] before the logit.
+    log, NaN if never reached or if a log up to the crossing is NaN (a diverged run has no
+    crossing step). q: [..., logs], clipped to [clip, 1 - clip] before the logit.
     Returns float64[...]."""
     q = np.asarray(q, np.float64)
     lq = np.log(np.clip(q, clip, 1 - clip)) - np.log1p(-np.clip(q, clip, 1 - clip))
@@ -199,6 +200,8 @@ def logit_crossing_step(steps, q, q_star: float, *, clip: float = 1e-6) -> np.nd
         if hit.size == 0:
             continue
         j = hit[0]
+        if np.isnan(row[:j]).any():
+            continue
         if j == 0:
             out[idx] = steps[0]
         else:

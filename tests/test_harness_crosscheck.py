@@ -128,6 +128,16 @@ def test_logit_crossing_step_matches_the_reference_on_random_curves():
                             rel_tol=1e-3)
 
 
+def test_a_nan_log_before_the_crossing_means_no_crossing_step():
+    steps = np.array([0.0, 10.0, 20.0, 30.0])
+    q = np.array([[0.1, np.nan, 0.3, 0.9],    # NaN two logs before the crossing
+                  [0.1, 0.3, np.nan, 0.9],    # NaN just before it
+                  [0.1, 0.9, np.nan, 0.2]])   # NaN only after it: the crossing stands
+    got = H.logit_crossing_step(steps, q, 0.8)
+    assert np.isnan(got[0]) and np.isnan(got[1])
+    assert 0.0 < got[2] < 10.0
+
+
 # ============================================================ harness: claims by sign
 def test_sign_claim_holds_iff_the_t_interval_of_sign_times_x_lies_above_zero():
     rng = np.random.default_rng(1)
