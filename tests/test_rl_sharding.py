@@ -29,6 +29,11 @@ CHILD = textwrap.dedent("""
     leaves = jax.tree.leaves(sharded[0])
     assert any(len(x.sharding.device_set) > 1 for x in leaves), "params not on the mesh"
     for name in single[1]:
+        if name == "first_ratio_err":
+            # max |log pi - log pi_old| is 0 up to rounding in both runs: its value *is* the
+            # rounding of a reduction order (1e-7 vs 2e-6 seen), so only its size is compared.
+            assert max(np.max(single[1][name]), np.max(sharded[1][name])) < 1e-5, name
+            continue
         np.testing.assert_allclose(single[1][name], sharded[1][name], rtol=1e-5, atol=1e-6,
                                    err_msg=name)
     paths = jax.tree_util.tree_leaves_with_path(single[0])
@@ -39,7 +44,10 @@ CHILD = textwrap.dedent("""
             # gradient is 0, and Adam (m / sqrt(v)) turns the float noise of a different
             # reduction order into lr-sized steps. Compare the query and value biases only.
             a, b = a[:, [0, 2]], b[:, [0, 2]]
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+        # Adam's step is lr * m / sqrt(v) (lr = 1e-2): a coordinate with a small gradient
+        # turns reduction-order rounding into up to ~1e-5 after 2 steps (seen on one CPU);
+        # a dropped or mis-weighted shard moves parameters by O(lr), 100x the tolerance.
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=jax.tree_util.keystr(path))
     print("ok")
 """)
 
