@@ -137,7 +137,7 @@ class Config:
     eval_n: int = 128
 
     def __post_init__(self):
-        object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "tasks", harness.as_tuple(f"{NAME}.", "tasks", self.tasks))
         check_seed(NAME, "seed", self.seed)
         check_ints(NAME, self, ("n_seeds", "n_max", "d_model", "d_mlp", "steps", "batch_size",
                                 "eval_every", "eval_n"))
@@ -333,10 +333,15 @@ def _ablation_claims(result: dict, kind: str) -> list[C.Claim]:
     for i, name in enumerate(ABLATIONS):
         acc = result[f"{kind}_acc_ablated"][:, i]
         if name in NEEDED:
-            agg = harness.seed_aggregate(acc)
-            out.append(C.at_most(f"{kind}: accuracy without {name} (needed)",
-                                 CHANCE_ACC[kind] + ABLATE_CHANCE_TOL, agg.mean,
-                                 f"chance {CHANCE_ACC[kind]:.3f}; {_ci(agg)}"))
+            agg, bound = harness.seed_aggregate(acc), CHANCE_ACC[kind] + ABLATE_CHANCE_TOL
+            claim = C.at_most(f"{kind}: accuracy without {name} (needed)", bound, agg.mean,
+                              f"chance {CHANCE_ACC[kind]:.3f}; {_ci(agg)}")
+            clean_mean = float(np.mean(clean))
+            if not clean_mean > bound:  # a model at chance has nothing an ablation can remove
+                claim = dataclasses.replace(claim, holds=False, note=(
+                    f"{claim.note}; not judged: without ablation the model is already within "
+                    f"chance + {ABLATE_CHANCE_TOL:g} (clean accuracy {clean_mean:.3f})"))
+            out.append(claim)
         else:
             agg = harness.seed_aggregate(clean - acc)
             out.append(C.at_most(f"{kind}: accuracy drop without {name} (not needed)",

@@ -98,6 +98,7 @@ DESCRIPTION = ("Graph search: the lookahead a transformer solves against its dep
 
 SOLVED = 0.9  # seed-mean accuracy at which a lookahead counts as solved
 GUESS_TOL = 0.1  # beyond the bound: |accuracy - E[1/k]| <= this
+NOTHING_BEYOND = "no (depth, L) lies beyond the bound (raise max_lookahead)"
 DEPTH_MARGIN = 0.2  # deepest minus shallowest accuracy at the largest lookahead
 PREDICTIONS = ("bound",)  # the prediction that lives in the result: L_max per depth
 
@@ -130,7 +131,7 @@ class Config:
     eval_n: int = 256  # test graphs per lookahead
 
     def __post_init__(self):
-        object.__setattr__(self, "depths", tuple(self.depths))
+        object.__setattr__(self, "depths", harness.as_tuple(f"{NAME}.", "depths", self.depths))
         check_seed(NAME, "seed", self.seed)
         check_ints(NAME, self, ("n_seeds", "n_vertices", "max_lookahead", "d_model", "n_heads",
                                 "steps", "batch_size", "eval_every", "eval_n"))
@@ -303,24 +304,26 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
                           SOLVED, float(worst[0]),
                           f"smallest seed-mean accuracy, at depth {worst[1]}, L={worst[2]}"
                           if within else "no (depth, L) lies within the bound"))
-    best = max(beyond) if beyond else (0.0, 0, 0)
+    # A claim over an empty set is not judged (NaN, not holding): it could not have failed.
+    best = max(beyond) if beyond else (np.nan, 0, 0)
     out.append(C.Claim("no depth solves a lookahead beyond its bound 2^depth",
                        f"< {SOLVED:g}", float(best[0]), "one-sided", bool(best[0] < SOLVED),
                        f"largest seed-mean accuracy beyond the bound, at depth {best[1]}, "
-                       f"L={best[2]}" if beyond else "no (depth, L) lies beyond the bound"))
-    err = max(guess_err) if guess_err else (0.0, 0, 0)
+                       f"L={best[2]}" if beyond else f"not judged: {NOTHING_BEYOND}"))
+    err = max(guess_err) if guess_err else (np.nan, 0, 0)
     out.append(C.at_most("beyond the bound: accuracy = guessing among s's children, E[1/k]",
                          GUESS_TOL, float(err[0]),
                          f"largest |accuracy - E[1/k]|, at depth {err[1]}, L={err[2]}"
-                         if guess_err else "no (depth, L) lies beyond the bound"))
+                         if guess_err else f"not judged: {NOTHING_BEYOND}"))
     reach = [solved_up_to(mean[d]) for d in depths]
     inversions = sum(reach[i] > reach[j] for i in range(len(depths))
                      for j in range(i + 1, len(depths)))
     out.append(C.within("solved lookahead L* is non-decreasing in depth", 0.0,
-                        float(inversions), 0.0,
+                        float(inversions) if len(depths) >= 2 else np.nan, 0.0,
                         "depth pairs with L*(shallower) > L*(deeper); L* = "
                         + ", ".join(f"{L} (depth {d})" for d, L in zip(depths, reach,
-                                                                         strict=True))))
+                                                                         strict=True))
+                        + ("" if len(depths) >= 2 else "; not judged: one depth, no pair")))
     if len(depths) >= 2 and bound[0] < top:
         diff = harness.seed_aggregate(final_accuracy(result, depths[-1])[:, top - 1]
                                       - final_accuracy(result, depths[0])[:, top - 1])

@@ -132,6 +132,14 @@ def test_wrong_predictions_are_rejected():
     assert not v["parity: final l1_abs"] and not v["parity: l1_abs at init = chance"]
 
 
+def test_a_needed_component_is_not_judged_needed_when_the_model_is_at_chance():
+    r = _synthetic()
+    r["parity_acc_clean"] = np.full(5, 0.55)  # parity chance 0.5: nothing learnt to remove
+    v = _verdicts(r)
+    for name in ("L1 head", "L2 head", "L2 MLP"):
+        assert not v[f"parity: accuracy without {name} (needed)"], name
+
+
 @pytest.mark.parametrize("kind", harness.WRONG_KINDS)
 def test_a_wrong_chance_level_is_rejected(kind):
     # The `abs` scores' chance (0.15 here) flipped or doubled is off by more than CHANCE_TOL.

@@ -161,6 +161,22 @@ def test_a_wrong_bound_is_rejected(kind):
     assert not all(verdicts.values()), kind
 
 
+def test_claims_over_an_empty_set_are_not_judged_as_holding():
+    """max_lookahead 2 puts nothing beyond depth >= 1's bound, one depth makes no pair: the
+    claims that could not have failed are reported as not holding, with a note."""
+    config = sl.Config(n_seeds=5, depths=(1,), max_lookahead=2, steps=200, eval_every=100)
+    result = {"depths": np.asarray([1.0]), "bound": sl.merge_bound(config.depths),
+              "lookaheads": np.arange(1.0, 3.0), "guess": np.full(2, 0.5),
+              "eval_step": np.asarray([100.0, 200.0]),
+              "acc_d1": np.ones((5, 2, 2)), "loss_d1": np.full((5, 200), 0.1)}
+    claims = {c.name: c for c in sl.claims(result, config)}
+    assert claims["every depth solves every lookahead within its bound 2^depth"].holds
+    for name in ("no depth solves a lookahead beyond its bound 2^depth",
+                 "beyond the bound: accuracy = guessing among s's children, E[1/k]",
+                 "solved lookahead L* is non-decreasing in depth"):
+        assert not claims[name].holds and "not judged" in claims[name].note, name
+
+
 def test_untrained_models_fail_the_learning_claim():
     v = _verdicts(*_synthetic(reach=(1, 1, 1, 1)))
     assert not v["every depth solves every lookahead within its bound 2^depth"]
