@@ -156,6 +156,8 @@ class Config:
             raise ValueError(f"reward_rate must lie in (0, 1), got {self.reward_rate}")
         check_numbers(NAME, self, ("eta",), positive=True)
         check_numbers(NAME, self, ("logit_scale",))
+        grid = harness.as_tuple(f"{NAME}.", "eta_grid", self.eta_grid)
+        object.__setattr__(self, "eta_grid", grid)
         for eta in self.eta_grid:
             check_number(NAME, "eta_grid", eta, positive=True)
         grid = tuple(float(x) for x in self.eta_grid)
@@ -278,8 +280,10 @@ def _grpo_configs(config: Config):
     model = ModelConfig(vocab_size=task.vocab.size, n_layers=1, n_heads=2, d_model=g.d_model,
                         d_mlp=g.d_mlp, max_len=task.prompt_len + task.max_target_len)
     ntp = NTPConfig(model=model, task=g.task, task_config=dict(g.task_config),
-                    steps=g.ntp_steps, lr=g.ntp_lr, warmup_steps=10, chunk_size=g.ntp_steps,
-                    seed=config.seed)
+                    steps=g.ntp_steps, lr=g.ntp_lr, chunk_size=g.ntp_steps, seed=config.seed,
+                    # 10 warmup steps; fewer in a shorter (legal) run, which must not be
+                    # refused for a field the figure does not expose
+                    warmup_steps=min(10, g.ntp_steps - 1))
     rl = RLConfig(task=g.task, task_config=dict(g.task_config), advantage="grpo",
                   group_size=g.group_size, prompts_per_step=g.prompts_per_step, lr=g.rl_lr,
                   steps=g.rl_steps, chunk_size=g.rl_steps, eval_every=g.eval_every,

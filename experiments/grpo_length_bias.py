@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from pathlib import Path
 
 import jax
@@ -286,12 +287,19 @@ def run(config: Config, run_dir: Path) -> dict:
 
 # --------------------------------------------------------------------------------- claims
 def _delta(x, window):
-    """Per seed: mean over the last ``window`` steps − mean over the first ``window``."""
-    return np.nanmean(x[:, -window:], axis=1) - np.nanmean(x[:, :window], axis=1)
+    """Per seed: mean over the last ``window`` steps − mean over the first ``window``; NaN
+    (quietly: the claim's note says why) where a window has no completion of the kind."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "Mean of empty slice"
+        return np.nanmean(x[:, -window:], axis=1) - np.nanmean(x[:, :window], axis=1)
 
 
 def _note(agg):
-    return f"seed mean {agg.mean:.4f}, 95% CI [{agg.lo:.4f}, {agg.hi:.4f}], {agg.n} seeds"
+    text = f"seed mean {agg.mean:.4f}, 95% CI [{agg.lo:.4f}, {agg.hi:.4f}], {agg.n} seeds"
+    if not np.isfinite(agg.mean):
+        text += ("; not judged: in some seed a window sampled no completion of this kind "
+                 "(its mean length is NaN)")
+    return text
 
 
 def claims(result: dict, config: Config) -> list[C.Claim]:
@@ -320,11 +328,16 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
     ]
     for m, label in (("grpo", "GRPO"), ("dr_grpo", "Dr.GRPO")):
         meas, pred = result[f"{m}_w_meas"], result[f"{m}_w_pred"]
-        err = float(np.max(np.abs(meas - pred)) / np.max(np.abs(pred)))
+        scale = float(np.max(np.abs(pred)))
+        # every weight 0 (every group's rewards equal): nothing to check, NaN (not holding)
+        err = float(np.max(np.abs(meas - pred))) / scale if scale > 0 else float("nan")
+        why = ("" if scale > 0 else "; not judged: every predicted weight is 0 (no group "
+               "with mixed rewards), so there is nothing to compare")
         out.append(C.at_most(f"{label}: per-prompt weight, max error / max weight", W_RTOL,
                              err, f"all {meas.size} groups of all steps and seeds; autodiff "
                              "of the engine's loss against the formula on the same rewards "
-                             "and lengths: a check of the implementation, not of the bias"))
+                             "and lengths: a check of the implementation, not of the bias"
+                             + why))
     return out
 
 

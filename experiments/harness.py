@@ -131,6 +131,15 @@ def check_heads(owner: str, d_model: int, n_heads: int) -> None:
                          f"model), got {d_model}")
 
 
+def as_tuple(owner: str, name: str, value) -> tuple:
+    """A grid field (``depths``, ``p_longs`` ...) as a tuple: a config built in Python with a
+    list must equal its JSON round trip (which gives tuples), and a bare number or string is
+    refused by name instead of failing as "not iterable" or splitting into characters."""
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{owner}{name} must be a list or tuple, got {value!r}")
+    return tuple(value)
+
+
 def sign_claim(name: str, sign: float, values, note: str):
     """A predicted sign over seeds: holds iff the 95 % t-interval of ``sign * values`` lies
     above 0. ``measured`` is the seed mean of ``values`` (sign as measured); the interval's

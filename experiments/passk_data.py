@@ -69,10 +69,23 @@ def exclude_answer(batch, task, excluded: int):
                                targets=targets, meta={**batch.meta, "answer": answer})
 
 
+def base_ntp_config(config, task):
+    """The ``NTPConfig`` whose optimizer ``train_base`` uses: 10 warmup steps
+    (``ntp_steps − 1`` when ``ntp_steps`` <= 10: a short legal run must not fail inside
+    training, and every longer one keeps its numbers)."""
+    from toymodels.train import NTPConfig
+
+    return NTPConfig(model=model_config(config, task), task=TASK,
+                     task_config=task_config(config), steps=config.ntp_steps,
+                     lr=config.ntp_lr, warmup_steps=min(10, config.ntp_steps - 1),
+                     chunk_size=config.ntp_steps)
+
+
 def train_base(config, task):
     """One base model (key ``config.seed``): Adam on the filtered data until the running mean
     of the batch accuracy reaches ``config.base_accuracy``. The learning rate warms up for 10
-    steps and decays (cosine) to 0.1·``ntp_lr`` at ``ntp_steps``, then stays there.
+    steps (fewer for a shorter run: ``base_ntp_config``) and decays (cosine) to
+    0.1·``ntp_lr`` at ``ntp_steps``, then stays there.
     ``ntp_max_steps`` only guards against a base that never gets there. Stopping there is not
     silent: the final running accuracy is returned and the figure judges "the base reached
     base_accuracy" as a claim (its precondition: a base short of it is not the mid-transition
@@ -85,12 +98,10 @@ def train_base(config, task):
     Returns graphdef, params, the number of steps taken and the final running accuracy.
     """
     from toymodels import model
-    from toymodels.train import NTPConfig, make_optimizer, ntp_loss
+    from toymodels.train import make_optimizer, ntp_loss
 
     mc = model_config(config, task)
-    ntp = NTPConfig(model=mc, task=TASK, task_config=task_config(config),
-                    steps=config.ntp_steps, lr=config.ntp_lr, warmup_steps=10,
-                    chunk_size=config.ntp_steps)
+    ntp = base_ntp_config(config, task)
     opt, _ = make_optimizer(ntp)
     init_key, data_key = jax.random.split(jax.random.key(config.seed))
     graphdef, params = model.init(mc, init_key)

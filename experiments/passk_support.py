@@ -140,8 +140,11 @@ class Config:
                                 "ntp_max_steps", "rl_steps", "group_size", "prompts_per_step",
                                 "n_samples"))
         check_ints(NAME, self, ("excluded_answer",), lo=0)
-        if self.n_seeds < 2 or self.group_size < 2 or self.n_samples < 2 or self.modulus < 3:
-            raise ValueError("need n_seeds >= 2, group_size >= 2, n_samples >= 2, modulus >= 3")
+        for field, lo in (("n_seeds", 2), ("group_size", 2), ("n_samples", 2), ("modulus", 3)):
+            if getattr(self, field) < lo:  # name the one field that is wrong
+                raise ValueError(f"{NAME}.{field} must be >= {lo}, got {getattr(self, field)}"
+                                 + (" (claims are judged on a seed aggregate)"
+                                    if field == "n_seeds" else ""))
         if self.modulus ** self.n_terms > 4096:
             raise ValueError("modulus ** n_terms must be <= 4096 (every problem is evaluated)")
         if not 0 <= self.excluded_answer < self.modulus:

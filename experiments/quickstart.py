@@ -95,7 +95,7 @@ def run(config: Config, run_dir: Path) -> dict:
         out = evaluate(train.graphdef, seed_params, task, key, config.n_eval)
         accuracy.append(out["accuracy"])
         batch = task.sample(jax.random.split(key)[0], config.n_eval, "test")
-        for i in range(3):
+        for i in range(min(3, config.n_eval)):  # three examples, or all there are
             prompt = task.vocab.decode(np.asarray(batch.prompts[i]))
             lines.append(f"seed {config.seed + s}: {prompt} => "
                          f"{task.vocab.decode(out['tokens'][i])}")

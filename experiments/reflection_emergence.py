@@ -98,6 +98,8 @@ class Config:
             raise ValueError("n_seeds must be >= 2 (claims are judged on a seed aggregate)")
         if not 4 <= self.n_nodes <= 16:
             raise ValueError("n_nodes must lie in 4..16 (dead ends need a few nodes)")
+        for name in ("rhos", "advantages"):
+            object.__setattr__(self, name, harness.as_tuple(f"{NAME}.", name, getattr(self, name)))
         for rho in self.rhos:
             check_prob(NAME, "rhos", rho)
         if len(self.rhos) < 2 or self.rhos[0] != 0.0 or not all(
@@ -296,7 +298,13 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
                                + _ci(dc)))
             pt, mt = float(result["pred_emergence"][a, i]), float(result["emergence"][a, i])
             horizon = float(result["eval_step"][-1])
-            if pt > horizon:
+            if np.isnan(pt):
+                out.append(C.Claim(f"emergence step (Eq. 8), {tag}", "none (k not fitted)", mt,
+                                   "not judged", False,
+                                   f"b* = {config.b_star:g}; Eq. 8 has no prediction: k "
+                                   f"could not be fitted ({result['rate_k'][a]:.3g}: fewer "
+                                   "than 3 intervals, or no spread in the rates)"))
+            elif pt > horizon:
                 out.append(C.Claim(f"emergence step (Eq. 8), {tag}", f"> {horizon:g} (Eq. 8: "
                                    f"{pt:.3g})", mt, "b* not reached", bool(np.isnan(mt)),
                                    f"b* = {config.b_star:g}, seed-mean b; NaN = not reached; "

@@ -147,9 +147,12 @@ def emergence_step(steps, b, b_star: float):
 
 def predicted_emergence(b0, b_star, m, rs, k, scale):
     """Eq. 8 with the fitted constant k in place of η: (F(λ*) − F(λ0))·σ_R·L/(k·m·r·s);
-    +inf where the rate is not positive (no emergence predicted) and 0 where b0 >= b*."""
+    +inf where the rate is not positive (no emergence predicted), 0 where b0 >= b*, and NaN
+    where k is NaN (``origin_fit`` could not fit it): no prediction, so the emergence claim
+    is not judged as "not reached, as predicted"."""
     b0 = np.clip(np.asarray(b0, np.float64), 1e-6, 1 - 1e-6)
     rate_ok = np.isfinite(rs) & (np.asarray(rs) > 0) & (np.asarray(m) > 0) & (k > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = T.emergence_steps(b0, b_star, m, rs, 1.0, k, scale)
-    return np.where(b0 >= b_star, 0.0, np.where(rate_ok, t, np.inf))
+    t = np.where(np.isnan(k), np.nan, np.where(rate_ok, t, np.inf))
+    return np.where(b0 >= b_star, 0.0, t)

@@ -33,10 +33,12 @@ class RunRecord:
     config: dict
     claims: list[dict]
     figure: Path | None
+    error: str = ""  # why a failed run failed (the runner's manifest "error"), if known
 
     @property
     def held(self) -> int:
-        return sum(bool(c.get("holds")) for c in self.claims)
+        # only a JSON true holds: a damaged "holds": "false" must not count as held
+        return sum(c.get("holds") is True for c in self.claims)
 
 
 def _read_json(path: Path):
@@ -65,7 +67,8 @@ def load_run(run_dir: Path) -> RunRecord:
     config = _read_json(run_dir / "config.json")
     claims = _read_json(run_dir / "claims.json")
     status = str(manifest.get("status") or UNKNOWN)
-    if (run_dir / "claims.json").exists() and not isinstance(claims, list):
+    if (run_dir / "claims.json").exists() and not (
+            isinstance(claims, list) and all(isinstance(c, dict) for c in claims)):
         status = "damaged: claims.json is unreadable"  # not "no claims": say so
     attempt = _read_json(run_dir / "attempt.json")  # a rerun of a completed run
     if isinstance(attempt, dict) and attempt.get("status"):
@@ -81,7 +84,7 @@ def load_run(run_dir: Path) -> RunRecord:
         wall_s=float(wall) if isinstance(wall, int | float) else None,
         status=status,
         config=config if isinstance(config, dict) else {}, claims=claims,
-        figure=figure if figure.is_file() else None)
+        figure=figure if figure.is_file() else None, error=str(manifest.get("error") or ""))
 
 
 def find_runs(root: Path) -> list[RunRecord]:
@@ -118,6 +121,9 @@ def _summary(runs: list[RunRecord]) -> str:
     """"N run(s); held/total claims hold", and how many runs are not complete."""
     total = sum(len(r.claims) for r in runs)
     text = f"{len(runs)} run(s); {sum(r.held for r in runs)}/{total} claims hold."
+    if not runs:
+        text += (" No runs found here: a run is a directory with a claims.json or a "
+                 "manifest.json written by `toyreason run NAME --out DIR`.")
     unfinished = [r for r in runs if not r.status.startswith("complete")]
     if unfinished:
         text += (f" {len(unfinished)} run(s) not complete (failed, running, damaged or "
@@ -143,7 +149,9 @@ def to_markdown(runs: list[RunRecord], root: Path) -> str:
         if r.description:
             out += [r.description, ""]
         out += [f"- Paper: {r.paper}", f"- Rerun: `{r.command}`", f"- Wall time: {_wall(r)}",
-                f"- Status: {r.status}", f"- Claims held: {r.held}/{len(r.claims)}", ""]
+                f"- Status: {r.status}", f"- Claims held: {r.held}/{len(r.claims)}"]
+        out += [f"- Error: {_md_cell(r.error)}"] if r.error else []
+        out.append("")
         if r.figure is not None:
             out += [f"![{r.name}]({_rel(r.figure, root)})", ""]
         if r.claims:
@@ -192,7 +200,8 @@ def to_html(runs: list[RunRecord], root: Path) -> str:
             out.append(f"<p>{_h(r.description)}</p>")
         out.append(f"<ul><li>Paper: {_h(r.paper)}</li><li>Rerun: <code>{_h(r.command)}</code>"
                    f"</li><li>Wall time: {_h(_wall(r))}</li><li>Status: {_h(r.status)}</li>"
-                   f"<li>Claims held: {r.held}/{len(r.claims)}</li></ul>")
+                   f"<li>Claims held: {r.held}/{len(r.claims)}</li>"
+                   + (f"<li>Error: {_h(r.error)}</li>" if r.error else "") + "</ul>")
         if r.figure is not None:
             out.append(_img(r.figure, r.name))
         if r.claims:

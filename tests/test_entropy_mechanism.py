@@ -88,6 +88,14 @@ def test_config_is_validated():
         M.Config(reward_rate=1.0)
 
 
+@pytest.mark.parametrize(("ntp_steps", "warmup"), [(1, 0), (5, 4), (11, 10), (120, 10)])
+def test_a_short_legal_pretraining_is_accepted(ntp_steps, warmup):
+    # grpo.ntp_steps <= 10 was refused as "NTPConfig.warmup_steps=10 is not allowed", a
+    # field the figure does not expose; longer runs keep their 10 warmup steps
+    cfg = M.Config(grpo=M.GRPOPart(ntp_steps=ntp_steps))
+    assert M._grpo_configs(cfg)[0].warmup_steps == warmup
+
+
 # ------------------------------------------------ parts (b), (c): full mode only (slow)
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):

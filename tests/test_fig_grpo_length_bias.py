@@ -188,3 +188,24 @@ def test_full_run_claims(tmp_path):
     cfg = dataclasses.replace(M.Config(), seed=6_660_000)
     found = M.claims(M.run(cfg, tmp_path), cfg)
     assert all(c.holds for c in found), [c.name for c in found if not c.holds]
+
+
+def test_claims_without_anything_to_measure_do_not_hold_and_say_why():
+    # A tiny legal run (all groups' rewards equal, no correct completion in a window): the
+    # weight check has nothing to compare and the length change is NaN. Neither may hold,
+    # and the note says why rather than leaving a bare NaN.
+    cfg = M.Config(n_seeds=2, n_prompts=1, n_answers=2, max_fill=1, group_size=2, steps=2,
+                   window=1)
+    lengths = np.array([[3.0, 4.0], [5.0, 5.0]])
+    nan = np.full((2, 2), np.nan)
+    result = {}
+    for m in M.METHODS:
+        result |= {f"{m}_len_incorrect": lengths, f"{m}_len_correct": nan,
+                   f"{m}_len_mean": lengths, f"{m}_accuracy": np.zeros((2, 2)),
+                   f"{m}_w_meas": np.zeros((2, 2, 1)), f"{m}_w_pred": np.zeros((2, 2, 1))}
+    judged = {c.name: c for c in M.claims(result, cfg)}
+    for label in ("GRPO", "Dr.GRPO"):
+        weight = judged[f"{label}: per-prompt weight, max error / max weight"]
+        assert not weight.holds and "every predicted weight is 0" in weight.note
+    correct = judged["GRPO: correct length change (CI high end)"]
+    assert not correct.holds and "no completion of this kind" in correct.note

@@ -319,6 +319,13 @@ def test_config_is_validated():
             S.StrategiesConfig(**bad)
 
 
+@pytest.mark.parametrize(("field", "value"), [("n_seeds", 1), ("group_size", 1),
+                                              ("n_samples", 1), ("modulus", 2)])
+def test_a_too_small_count_is_refused_by_its_name(field, value):
+    with pytest.raises(ValueError, match=rf"passk-support\.{field} must be >= "):
+        dataclasses.replace(M.quick_config(), **{field: value})
+
+
 def test_a_base_that_never_reaches_base_accuracy_is_judged_not_holding():
     # the cap guards against a plateau base; stopping short of the target is reported (the
     # precondition claim fails), not silent, and not a crash that loses the other claims
@@ -330,6 +337,22 @@ def test_a_base_that_never_reaches_base_accuracy_is_judged_not_holding():
     judged = {c.name: c.holds for c in M.claims(result, cfg)}
     assert judged["precondition: base running NTP accuracy"] is False
     assert judged["pass@1: RL - base"] is True  # the other claims are still judged
+
+
+@pytest.mark.parametrize(("n", "warmup"), [(1, 0), (10, 9), (11, 10), (2000, 10)])
+def test_a_legal_short_base_run_has_a_valid_warmup(n, warmup):
+    # ntp_steps <= 10 is a legal config; the base's 10-step warmup must not make its
+    # NTPConfig invalid halfway through the run (it raised ValueError at ntp_steps=1)
+    cfg = dataclasses.replace(M.quick_config(), ntp_steps=n, ntp_max_steps=n)
+    assert D.base_ntp_config(cfg, D.make_task(cfg)).warmup_steps == warmup
+
+
+@pytest.mark.slow
+def test_a_one_step_base_trains():
+    cfg = dataclasses.replace(M.quick_config(), ntp_steps=1, ntp_max_steps=1, d_model=4,
+                              base_accuracy=0.99)
+    _, _, steps, acc = D.train_base(cfg, D.make_task(cfg))
+    assert steps == 1 and 0.0 <= acc < 0.99
 
 
 @pytest.fixture(scope="module")

@@ -200,6 +200,19 @@ def test_claims_that_fail_are_judged_as_not_holding():
         assert any(n.startswith(prefix) for n in failed), (prefix, failed)
 
 
+def test_emergence_is_not_judged_when_k_cannot_be_fitted():
+    # b never moves (k = 0): every measured rate is 0, origin_fit gives k = NaN, and Eq. 8
+    # has no prediction. "b* not reached" must then not hold as if no emergence were predicted.
+    result = _ideal(IDEAL, k=0.0)
+    assert np.isnan(result["rate_k"]).all()
+    assert np.isnan(result["pred_emergence"][:, 1:]).all()  # ρ = 0 is not judged
+    emergence = [c for c in M.claims(result, IDEAL) if c.name.startswith("emergence")]
+    assert emergence and not any(c.holds for c in emergence)
+    assert all("could not be fitted" in c.note for c in emergence)
+    assert np.isnan(RM.predicted_emergence(0.5, 0.9, 0.2, 0.5, np.nan, 4.0))
+    assert RM.predicted_emergence(0.95, 0.9, 0.2, 0.5, np.nan, 4.0) == 0.0  # already there
+
+
 # ------------------------------------------------------------------------------ quick run
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):

@@ -86,6 +86,29 @@ def test_report_of_an_empty_directory_and_of_a_missing_one(tmp_path):
         report.build(tmp_path / "nope")
 
 
+def test_report_says_what_is_missing_and_why_a_run_failed(tmp_path):
+    # an empty directory says that it holds no runs, not only "0 run(s)"
+    assert "No runs found here" in report.build(tmp_path)[0].read_text()
+    from helpers import FakeConfig, fake_module
+
+    from experiments.runner import execute
+
+    with pytest.raises(RuntimeError):
+        execute(fake_module(fail_in_run=True), FakeConfig(value=2.0), tmp_path)
+    # claims.json that parses but is not a list of claims is damaged, not "no claims",
+    # and a claim whose verdict is not JSON true does not count as held
+    _make_run(tmp_path, "fig", "list-of-numbers", [], figure=False)
+    (tmp_path / "fig" / "list-of-numbers" / "claims.json").write_text("[1, 2]")
+    d = _make_run(tmp_path, "fig", "string-verdict", [], figure=False)
+    (d / "claims.json").write_text('[{"name": "c", "holds": "false"}]')
+    md, page = (p.read_text() for p in report.build(tmp_path))
+    assert "No runs found" not in md
+    assert "- Status: failed" in md and "- Error: RuntimeError" in md
+    assert "<li>Error: RuntimeError" in page
+    assert "| `fig/list-of-numbers` |" in md and "damaged: claims.json is unreadable" in md
+    assert "3 run(s); 0/1 claims hold." in md
+
+
 # ----------------------------------------------------------------------- harness helpers
 def test_report_says_which_runs_are_not_complete(tmp_path):
     """Runs written by the runner: a failed first run (a manifest, no claims yet), a completed
@@ -175,3 +198,23 @@ def test_the_same_figure_saved_in_two_processes_gives_identical_files(tmp_path):
         subprocess.run([sys.executable, "-c", SAVE_A_FIGURE, str(tmp_path / name)], check=True)
     for file in ("figure.svg", "figure.png"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
+
+
+def test_non_finite_numbers_are_written_as_strict_json(tmp_path):
+    """README: in claims.json and metrics.json NaN and ±inf are the strings "nan", "inf",
+    "-inf" (a claim measured on nothing, a diverged seed), so a strict parser reads both."""
+    from toymodels import runs
+
+    def strict(text):
+        def refuse(constant):
+            raise ValueError(f"non-standard JSON constant {constant}")
+        return json.loads(text, parse_constant=refuse)
+
+    write_claims([Claim("c", float("inf"), float("nan"), float("-inf"), False)],
+                 tmp_path / "claims.json")
+    (got,) = strict((tmp_path / "claims.json").read_text())
+    assert (got["predicted"], got["measured"], got["tolerance"]) == ("inf", "nan", "-inf")
+    runs.save_metrics(tmp_path, {"final": np.float64("nan"),
+                                 "curve": np.array([[1.0, 2.0], [np.inf, np.nan]])})
+    metrics = strict((tmp_path / "metrics.json").read_text())
+    assert metrics["final"] == "nan" and metrics["curve"]["final_mean"] == "nan"
