@@ -39,9 +39,15 @@ class Claim:
         return d
 
 
-def within(name: str, predicted: float, measured: float, tol: float, note: str = "") -> Claim:
-    """|measured − predicted| <= tol (NaN never holds)."""
+def within(name: str, predicted: float, measured: float, tol: float, note: str = "", *,
+           support: tuple[float, float] | None = None) -> Claim:
+    """|measured − predicted| <= tol (NaN never holds). ``support``: the values the measure
+    can take (a probability: (0, 1)); a band [predicted ± tol] that covers all of it could
+    not have failed (too few samples), so the claim is not judged and does not hold."""
     ok = bool(math.isfinite(measured) and abs(measured - predicted) <= tol)
+    if support is not None and predicted - tol <= support[0] and predicted + tol >= support[1]:
+        ok, note = False, (f"{note}; not judged: the tolerance covers every possible value "
+                           f"[{support[0]:g}, {support[1]:g}] (too few samples)")
     return Claim(name, float(predicted), float(measured), float(tol), ok, note)
 
 

@@ -330,23 +330,25 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
         pq = float(result["pred_ntp_plong"][i])
         tol = NTP_Q_REL * p + Z * float(_se(np.float64(p), n_pool))
         out.append(C.within(f"NTP T=1: P(long), {tag}", pq, q0.mean(), tol,
-                            f"Eq. 1; a_S={result['acc_short'][i, :, 0, 0].mean():.3f}"))
+                            f"Eq. 1; a_S={result['acc_short'][i, :, 0, 0].mean():.3f}",
+                            support=(0, 1)))
         pa = float(result["pred_ntp_acc"][i])
         tol = NTP_ACC_REL * p + Z * float(_se(np.float64(pa), n_pool))
         out.append(C.within(f"NTP T=1: accuracy (1+p)/2, {tag}", pa, a0.mean(), tol,
-                            f"Eq. 1; a_L={a_l.mean():.3f}"))
+                            f"Eq. 1; a_L={a_l.mean():.3f}", support=(0, 1)))
         pg = float(result["pred_greedy_acc"][i])
         if p < T.GREEDY_THRESHOLD:
             # Greedy is deterministic; the seeds only repeat the same decoding.
             out.append(C.within(f"NTP greedy: accuracy at chance, {tag}", pg, ag.mean(),
-                                Z * 0.5 / np.sqrt(config.eval_n), "Eq. 2, p < 1/3"))
+                                Z * 0.5 / np.sqrt(config.eval_n), "Eq. 2, p < 1/3",
+                                support=(0, 1)))
             out.append(C.at_most(f"NTP greedy: P(long), {tag}", GREEDY_MAX_Q, qg.mean(),
                                  "Eq. 2: greedy stops after one token below p = 1/3"))
         else:
             out.append(C.at_least(f"NTP greedy: P(long), {tag}", RL_MIN_Q, qg.mean(),
                                   "Eq. 2: greedy writes the long chain above p = 1/3"))
             out.append(C.within(f"NTP greedy: accuracy = a_L, {tag}", pg, ag.mean(),
-                                NTP_ACC_REL * p, "Eq. 2 with a_L = 1"))
+                                NTP_ACC_REL * p, "Eq. 2 with a_L = 1", support=(0, 1)))
         al = harness.seed_aggregate(a_l)
         where = _ci(al) if np.isfinite(al.mean) else "no seed sampled a long answer"
         out.append(C.at_least(f"regime: NTP learnt the long chain (a_L), {tag}", MIN_ACC_LONG,

@@ -195,3 +195,12 @@ def test_claim_bounds_are_inclusive_and_nan_or_inf_never_holds():
         assert not C.in_range("c", -1e9, 1e9, bad).holds
     d = C.at_least("c", 0.5, float("nan")).to_dict()
     assert d["measured"] == "nan" and d["holds"] is False
+
+
+def test_a_tolerance_band_covering_every_possible_value_is_not_judged():
+    # a probability predicted at 0.5 with tolerance 0.98 (one sample) cannot fail
+    wide = C.within("c", 0.5, 0.5, 0.98, "one sample", support=(0, 1))
+    assert not wide.holds and "not judged" in wide.note
+    assert C.within("c", 0.5, 0.55, 0.1, support=(0, 1)).holds
+    assert not C.within("c", 0.5, 0.7, 0.1, support=(0, 1)).holds
+    assert C.within("c", 0.9, 0.2, 0.8, support=(0, 1)).holds  # 0.1..1.7 leaves 0 outside
