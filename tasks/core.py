@@ -232,14 +232,40 @@ def _integer_completions(method):
     the dtype only, so it costs nothing under ``jit``)."""
     @functools.wraps(method)
     def checked(self, batch, completions, *args, **kwargs):
+        completions = _clamp_to_int32(completions)
         dtype = getattr(completions, "dtype", None)
-        if dtype is None:  # a list (of ints, or of traced rows under jit)
+        if dtype is None:  # a list of traced rows under jit
             dtype = jnp.asarray(completions).dtype
         if not (np.issubdtype(dtype, np.integer) and dtype != np.bool_):
             raise TypeError(f"{self.name}.{method.__name__}: completions must be token ids "
                             f"of an integer dtype (int32), got {dtype}")
         return method(self, batch, completions, *args, **kwargs)
     return checked
+
+
+_INT32 = np.iinfo(np.int32)
+
+
+def _clamp_to_int32(completions):
+    """Host token ids (numpy arrays, lists) wider than int32, clamped to int32's range.
+
+    JAX without x64 converts int64/uint64 (numpy's default integer) to 32 bits modulo 2**32,
+    so token ``2**32 + 5`` would reach ``reward`` as token 5 and could be scored correct,
+    while ``reference_reward`` sees a wrong token. Every value outside int32 lies outside
+    every vocabulary, and so does the clamped value (``<pad>``/``<eos>`` are 0 and 1): the
+    meaning "a wrong token" is kept for both verifiers. Traced and device arrays are at most
+    32 bits wide already and pass through unchanged.
+    """
+    if isinstance(completions, list | tuple):
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(completions)):
+            return completions
+        completions = np.asarray(completions)
+    if not isinstance(completions, np.ndarray) or not np.issubdtype(completions.dtype,
+                                                                    np.integer):
+        return completions
+    if np.can_cast(completions.dtype, np.int32) or completions.size == 0:
+        return completions
+    return np.clip(completions, _INT32.min, _INT32.max).astype(np.int32)
 
 
 class Task:

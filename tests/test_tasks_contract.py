@@ -141,6 +141,30 @@ def test_non_integer_completions_are_refused_by_every_verifier(name, dtype):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_token_ids_beyond_int32_are_wrong_tokens_not_wrapped_ones(name):
+    # JAX (no x64) converts int64/uint64 to 32 bits modulo 2**32: 2**32 + gold token was
+    # scored as the gold token (reward 1) while reference_reward said 0. A token outside
+    # int32 is out of every vocabulary: it must score as the int32 out-of-vocab token does.
+    task, batch = task_of(name), gold(name)
+    small = jax.tree.map(lambda x: x[:8], batch)
+    targets, lens = np.asarray(small.targets), np.asarray(small.target_lens)
+    rows, col = np.arange(8), np.maximum(lens - 2, 0)  # the last answer token (or <eos>)
+    up = rows < 4  # half shifted up, half down
+    shifted = targets.astype(np.int64)
+    shifted[rows, col] += np.where(up, 2**32, -(2**32))
+    unsigned = targets.astype(np.uint64)
+    unsigned[rows, col] += np.uint64(2**32)
+    int32_alike = targets.copy()
+    int32_alike[rows, col] = np.where(up, 2**31 - 1, -(2**31))
+    want = np.asarray(task.reference_reward(small.to_numpy(), int32_alike))
+    assert (want == 0).all(), "a wrong answer token must lose the reward"
+    for completions in (shifted, shifted.tolist(), unsigned):
+        fast = np.asarray(task.reward(small, completions))
+        slow = np.asarray(task.reference_reward(small.to_numpy(), completions))
+        assert (fast == want).all() and (slow == want).all(), (type(completions), fast, slow)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_same_key_same_batch_other_key_other_batch(name):
     first = sampler(name)(jax.random.key(7), N, "train")
     again = sampler(name)(jax.random.key(7), N, "train")
