@@ -160,6 +160,26 @@ def test_every_figure_config_refuses_a_bool_a_float_count_or_a_non_finite_number
                     replaced(value[:-1] + (bad,) if isinstance(value, tuple) else bad)
 
 
+GRIDS = ("tuple[int, ...]", "tuple[float, ...]", "tuple[str, ...]")
+
+
+@pytest.mark.parametrize("name", [n for n in experiments.names() if list(_fields_of_type(
+    experiments.get(n).Config(), GRIDS))])
+def test_a_grid_field_given_as_a_list_from_python_runs_and_a_bare_value_is_refused(name):
+    """``Config(p_longs=[...])`` from Python is the same config as with a tuple (it was
+    refused as "does not survive a JSON round trip"); a bare number or string is refused by
+    the field's name (it failed as "not iterable", or a string split into characters)."""
+    from experiments import runner
+
+    module = experiments.get(name)
+    for field, value, replaced in _fields_of_type(module.Config(), GRIDS):
+        assert runner.validate(module, replaced(list(value))) == replaced(value)
+        names_it = rf"(^|\W){re.escape(field)}(?!\w)"
+        for bad in (value[0], str(value[0])):
+            with pytest.raises(ValueError, match=names_it):
+                replaced(bad)
+
+
 def test_unknown_experiment_lists_the_known_ones(capsys):
     assert main(["run", "no-such-figure"]) == 2
     assert "known: " in capsys.readouterr().err
@@ -235,3 +255,80 @@ def test_execute_writes_nothing_for_an_invalid_config(tmp_path):
     with pytest.raises(ValueError, match="FakeConfig.value=-1.0"):
         execute(fake_module(), config, tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_eval", [1, 2])
+def test_quickstart_with_fewer_held_out_prompts_than_samples_shown(tmp_path, n_eval):
+    # n_eval >= 1 is legal; printing three sample completions must not index past n_eval
+    argv = ["run", "quickstart", "--quick", "--out", str(tmp_path), "--set", "steps=2",
+            "--set", "warmup_steps=0", "--set", "batch_size=1", "--set", f"n_eval={n_eval}"]
+    assert main(argv) == 0
+    (run_dir,) = (tmp_path / "quickstart").iterdir()
+    assert len((run_dir / "samples.txt").read_text().splitlines()) == n_eval
+
+
+@pytest.mark.parametrize("argv, patch", [
+    (["run", "fake", "--out", "OUT"], ("experiments.runner.execute", None)),
+    (["export-task", "seq/copy", "--n", "2", "--seed", "0", "--out", "OUT/x.jsonl"],
+     ("tasks.export.export_jsonl", None)),
+    (["report", "OUT"], ("experiments.report.build", None)),
+])
+def test_an_output_that_cannot_be_written_is_one_line_exit_1(tmp_path, capsys, monkeypatch,
+                                                               argv, patch):
+    # An unwritable --out (a read-only file system, a directory without write permission:
+    # simulated, since root may write anywhere) printed an OSError traceback.
+    import importlib
+
+    module_name, attr = patch[0].rsplit(".", 1)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "denied"))
+
+    monkeypatch.setattr(importlib.import_module(module_name), attr, refuse)
+    monkeypatch.setattr(experiments, "get", lambda name: fake_module())
+    argv = [a.replace("OUT", str(tmp_path)) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "Permission denied" in err and "denied" in err.rsplit(":", 1)[1]
+
+
+def test_export_task_out_of_memory_is_one_line_naming_n(tmp_path, capsys, monkeypatch):
+    import jax
+
+    def oom(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 4e11 "
+                                         "bytes.")
+
+    monkeypatch.setattr("tasks.export.export_jsonl", oom)
+    out = tmp_path / "x.jsonl"
+    assert main(["export-task", "seq/copy", "--n", "99999999999", "--seed", "0", "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--n 99999999999" in err and "out of memory" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_file_in_the_run_dir_is_one_line_exit_1_and_kept(tmp_path, capsys,
+                                                                    monkeypatch):
+    # A rerun into a run directory whose ntp_config.json was damaged printed a ValueError
+    # traceback; the file must also stay as it was (it is evidence, not ours to replace).
+    # The fake figure claims the file as make_train(config, run_dir) does (runs.claim_json).
+    from toymodels import runs
+
+    module = fake_module()
+    module.run = lambda config, run_dir: runs.claim_json(run_dir / "ntp_config.json",
+                                                         {"steps": 2}, "NTPConfig")
+    monkeypatch.setattr(experiments, "get", lambda name: module)
+    run_dir = runs.run_dir_for(tmp_path, "fake", FakeConfig())
+    run_dir.mkdir(parents=True)
+    (run_dir / "ntp_config.json").write_text("{broken")
+    assert main(["run", "fake", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "ntp_config.json is unreadable" in err and "damaged" in err
+    assert (run_dir / "ntp_config.json").read_text() == "{broken"
+    (run_dir / "ntp_config.json").write_text('{"steps": 3}')  # another run's config
+    assert main(["run", "fake", "--out", str(tmp_path)]) == 1
+    assert "holds a run of another NTPConfig" in capsys.readouterr().err

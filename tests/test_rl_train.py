@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from toymodels.config import ModelConfig
 from toymodels.configs import to_dict
 from toymodels.rl.config import RLConfig
 from toymodels.rl.train import make_train
-from toymodels.train import NTPConfig
+from toymodels.train import NTPConfig, load_params
 from toymodels.train import make_train as make_ntp_train
 
 TASK, TASK_CONFIG = "seq/copy", {"length": 3, "n_symbols": 4}
@@ -129,6 +130,42 @@ def test_top_k_beyond_the_vocabulary_and_the_ntp_dir_as_run_dir_are_refused_up_f
     with pytest.raises(ValueError, match="is the NTP run"):
         make_train(rl_config(ntp_dir), ntp_dir)()
     assert not (Path(ntp_dir) / "rl_config.json").exists()
+
+
+def test_an_ntp_and_an_rl_run_refuse_each_others_directory_before_writing(tmp_path, ntp_dir):
+    # Both keep checkpoints in run_dir/checkpoints: each used to write its config file
+    # beside the other's checkpoints before failing on them.
+    other_ntp = tmp_path / "other_ntp"
+    shutil.copytree(ntp_dir, other_ntp)
+    before = sorted(p.name for p in other_ntp.iterdir())
+    with pytest.raises(ValueError, match="holds an NTP run.*give the RL run a directory"):
+        make_train(rl_config(ntp_dir), other_ntp)()
+    assert sorted(p.name for p in other_ntp.iterdir()) == before
+    rl_dir = tmp_path / "rl"
+    rl_dir.mkdir()
+    (rl_dir / "rl_config.json").write_text(json.dumps(to_dict(rl_config(ntp_dir))))
+    with pytest.raises(ValueError, match="holds an RL run.*give the NTP run a directory"):
+        make_ntp_train(NTP, rl_dir)()
+    assert [p.name for p in rl_dir.iterdir()] == ["rl_config.json"]
+
+
+def test_init_params_with_the_seed_axis_of_the_ntp_run_are_refused_naming_it(ntp_dir):
+    # load_params without seed_index keeps the NTP run's seed axis; as init they crashed
+    # in the first forward pass with a broadcasting TypeError.
+    graphdef, params, _ = load_params(ntp_dir)
+    with pytest.raises(ValueError, match=r"init=\(graphdef, params\) is not allowed.*has "
+                                         r"shape \(\d+, .*seed_index"):
+        make_train(rl_config(ntp_dir), init=(graphdef, params))
+
+
+def test_an_init_seed_index_or_eval_split_the_run_lacks_is_named(ntp_dir):
+    # The errors used to name load_params' "seed_index" and the sampler's "split".
+    with pytest.raises(ValueError, match=r"RLConfig.init_seed_index=5 is not allowed.*holds "
+                                         r"\d+ seed"):
+        make_train(dataclasses.replace(rl_config(ntp_dir), init_seed_index=5))
+    with pytest.raises(ValueError, match=r"RLConfig.eval_split='val' is not allowed: one of "
+                                         r"the splits of seq/copy"):
+        make_train(dataclasses.replace(rl_config(ntp_dir), eval_split="val"))
 
 
 @pytest.mark.slow  # ~10-16 s of compiling: kept out of the 10-minute default suite

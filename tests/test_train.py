@@ -202,6 +202,40 @@ def test_a_damaged_config_file_is_named_in_the_error(tmp_path):
         load_params(tmp_path)
 
 
+def test_load_params_says_when_it_skips_a_damaged_newest_checkpoint(tmp_path, four_seeds):
+    # It used to fall back to an older checkpoint silently: an RL run would then start
+    # from a less trained model without a word.
+    make_train(dataclasses.replace(TINY, seed=3, n_seeds=4), tmp_path)()  # compiled: four_seeds
+    assert checkpoint.steps(tmp_path) == [4, 8]
+    newest = max((f for f in (tmp_path / "checkpoints" / "8").rglob("*") if f.is_file()),
+                 key=lambda f: f.stat().st_size)
+    newest.write_bytes(newest.read_bytes()[:-1])  # truncated by one byte
+    with pytest.warns(UserWarning, match="loaded the checkpoint of step 4, not the newest: "
+                                         "step 8: checksum mismatch"):
+        _, params, _ = load_params(tmp_path)
+    _, at_4, _ = load_params(tmp_path, step=4)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(at_4), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    config = json.loads((tmp_path / "ntp_config.json").read_text())
+    del config["task"]  # a config that lost a field names the file it came from
+    (tmp_path / "ntp_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="ntp_config.json is damaged.*'task'"):
+        load_params(tmp_path)
+
+
+def test_steps_beyond_the_int32_step_counter_are_refused():
+    # toyreason run quickstart --set steps=99999999999999999999 was accepted and hung
+    # building the chunk list; past 2**31 - 1 the int32 step counter would wrap anyway.
+    from toymodels.rl.config import RLConfig
+
+    dataclasses.replace(TINY, steps=2**31 - 1)  # the largest run that counts its steps
+    with pytest.raises(ValueError, match=r"NTPConfig.steps=2147483648 is not allowed"):
+        dataclasses.replace(TINY, steps=2**31)
+    RLConfig(task="seq/copy", steps=2**31 - 1)
+    with pytest.raises(ValueError, match=r"RLConfig.steps=2147483648 is not allowed"):
+        RLConfig(task="seq/copy", steps=2**31)
+
+
 def test_one_layer_model_learns_reversal():
     """The quickstart's model (1 layer, attention only, d_model 32) on 6-symbol strings."""
     from experiments import quickstart

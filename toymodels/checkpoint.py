@@ -25,10 +25,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from toymodels.runs import RunDirError
+
 CHECKSUM_FILE = "checksum.sha256"
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(RunDirError):
     """A checkpoint whose checksum verifies (its files are exactly as saved) but which does not
     fit the template: it belongs to another run (config, seed layout), not a damaged save, so
     it is never set aside or overwritten."""

@@ -9,7 +9,9 @@
 
 Every bad argument or value is ONE line on stderr (``toyreason: error: --set lr=abc:
 expected a float``) with exit code 2, and is caught before anything is written. A run whose
-claims fail exits 0 unless ``--strict`` (then 1); a run that diverges exits 1.
+claims fail exits 0 unless ``--strict`` (then 1); a run that diverges exits 1, and so do an
+output that cannot be written and a run directory holding a damaged file or another run's
+files (one line naming the path, no traceback; nothing there is replaced).
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of stdout (``| head``) left: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as err:  # an unwritable --out, a read-only file system, a full disk
+        where = f": {err.filename}" if err.filename else ""
+        print(f"toyreason: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
 
 
 # --------------------------------------------------------------------------- commands
@@ -93,6 +99,7 @@ def _run(args, argv) -> int:
     import experiments
     from experiments import runner
     from toymodels.loop import TrainingDiverged
+    from toymodels.runs import RunDirError
 
     try:
         module = experiments.get(args.name)
@@ -120,6 +127,9 @@ def _run(args, argv) -> int:
         return 1
     except TrainingDiverged as err:
         print(f"toyreason: training diverged: {err}", file=sys.stderr)
+        return 1
+    except RunDirError as err:  # a damaged file or another run's files in the run directory
+        print(f"toyreason: error: {err}", file=sys.stderr)
         return 1
     return 0
 
@@ -165,10 +175,17 @@ def _export(args, argv) -> int:
         if err.name != "tasks.export":
             raise
         raise UsageError("export-task: not available yet (tasks/export.py is missing)") from None
+    import jax
+
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         export.export_jsonl(task, args.n, args.seed, tmp, args.split)
         os.replace(tmp, out)  # a failed export never leaves a partial file at --out
+    except jax.errors.JaxRuntimeError as err:  # the n examples are sampled in one batch
+        if "RESOURCE_EXHAUSTED" not in str(err):
+            raise
+        raise UsageError(f"--n {args.n}: too many examples to sample in one batch (out of "
+                         "memory); export fewer") from None
     finally:
         tmp.unlink(missing_ok=True)
     print(f"wrote {args.n} examples of {cls.name} to {out}")

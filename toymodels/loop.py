@@ -66,6 +66,12 @@ def log_spaced_steps(total_steps: int, n: int) -> list[int]:
     return sorted({int(round(p)) for p in points} | {total_steps})
 
 
+# The step counter in every training carry is int32 (it indexes the data key and the
+# schedules inside the compiled step): a run of more steps would wrap it, repeating batches
+# and restarting the learning-rate schedule silently. NTPConfig and RLConfig refuse more.
+MAX_STEPS = 2**31 - 1
+
+
 def chunk_ends(total_steps: int, chunk_size: int, extra: Iterable[int] = ()) -> list[int]:
     """Steps at which chunks end: every ``chunk_size`` steps, at ``total_steps`` and at
     every step in ``extra`` (the checkpoint schedule)."""
@@ -100,8 +106,8 @@ def run_chunks(step_fn: Callable, carry: Any, *, total_steps: int, chunk_size: i
             raise FileExistsError(f"{checkpoint.checkpoint_dir(run_dir)} already holds "
                                   "checkpoints; resume=True continues from them")
         if max(existing, default=0) > total_steps:
-            raise ValueError(f"{run_dir} has a checkpoint at step {max(existing)} beyond "
-                             f"total_steps={total_steps}: a different run")
+            raise checkpoint.RunDirError(f"{run_dir} has a checkpoint at step {max(existing)} "
+                                         f"beyond total_steps={total_steps}: a different run")
         start, carry, metrics, stats["skipped"] = _resume(run_dir, carry, step_shapes)
         stats["resumed_from"] = start or None
 

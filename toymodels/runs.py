@@ -33,6 +33,13 @@ MANIFEST_FILE = "manifest.json"
 PACKAGES = ("toyreason", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "chex")
 
 
+class RunDirError(ValueError):
+    """A run directory that cannot be used as it is: a missing or damaged file, or the
+    files of another run (config, seed layout, kind). Nothing in it is changed; the message
+    names the file. A ``ValueError``, so callers that catch those keep working; the
+    ``toyreason`` command prints it as one line instead of a traceback."""
+
+
 def run_dir_for(root: Path | str, name: str, config: Any) -> Path:
     """``root/<name>/<config_hash(config)>`` (not created)."""
     return Path(root) / name / config_hash(config)
@@ -52,9 +59,9 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, NotADirectoryError) as err:
-        raise ValueError(f"{path} does not exist: is this a run directory?") from err
+        raise RunDirError(f"{path} does not exist: is this a run directory?") from err
     except (ValueError, UnicodeDecodeError, IsADirectoryError) as err:
-        raise ValueError(f"{path} is unreadable ({err}): the file is damaged") from err
+        raise RunDirError(f"{path} is unreadable ({err}): the file is damaged") from err
 
 
 def claim_json(path: Path, record: Any, what: str) -> None:
@@ -65,12 +72,12 @@ def claim_json(path: Path, record: Any, what: str) -> None:
     ``what`` names the record in the error ("NTPConfig", "seed layout")."""
     path = Path(path)
     if path.parent.exists() and not path.parent.is_dir():
-        raise ValueError(f"run_dir {path.parent} exists and is not a directory")
+        raise RunDirError(f"run_dir {path.parent} exists and is not a directory")
     wanted = json.loads(json.dumps(record, default=_json_default))
     if path.exists():
         if read_json(path) != wanted:
-            raise ValueError(f"{path.parent} holds a run of another {what} ({path}); use a "
-                             "fresh run_dir")
+            raise RunDirError(f"{path.parent} holds a run of another {what} ({path}); use a "
+                              "fresh run_dir")
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, record)

@@ -20,6 +20,7 @@ computation may sum in another order).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -75,7 +76,7 @@ class NTPConfig:
     def __post_init__(self):
         o = "NTPConfig"
         check(isinstance(self.model, ModelConfig), o, "model", self.model, "a ModelConfig")
-        check_int(o, "steps", self.steps, 1)
+        check_int(o, "steps", self.steps, 1, loop.MAX_STEPS)
         check_int(o, "batch_size", self.batch_size, 1)
         check_int(o, "warmup_steps", self.warmup_steps, 0, self.steps - 1)
         check_int(o, "chunk_size", self.chunk_size, 1)
@@ -217,6 +218,7 @@ def make_train(config: NTPConfig, run_dir: Path | str | None = None):
         carry = (parts.init_seeds if batched else parts.init_one)(keys)
         step_fn = parts.seeds_step if batched else parts.step
         if run_dir is not None:
+            check_run_kind(run_dir, "NTP")
             runs.claim_json(Path(run_dir) / CONFIG_FILE, to_dict(config), "NTPConfig")
             claim_layout(Path(run_dir) / LAYOUT_FILE, seed_layout(keys))
         result = loop.run_chunks(step_fn, carry, total_steps=config.steps,
@@ -246,6 +248,10 @@ def load_params(run_dir: Path | str, seed_index: int | None = None, step: int | 
         if found is None:
             reasons = "; ".join(f"{s.step}: {s.reason}" for s in skipped) or "none saved"
             raise FileNotFoundError(f"no good checkpoint in {run_dir} ({reasons})")
+        if skipped:  # never hand back an older model silently (RL would start from it)
+            reasons = "; ".join(f"step {s.step}: {s.reason}" for s in skipped)
+            warnings.warn(f"{run_dir}: loaded the checkpoint of step {found}, not the newest: "
+                          f"{reasons}", stacklevel=2)
     else:
         path = checkpoint.checkpoint_dir(run_dir) / str(step)
         reason = (checkpoint.verify(path) if path.is_dir() else
@@ -257,6 +263,20 @@ def load_params(run_dir: Path | str, seed_index: int | None = None, step: int | 
     if seed_index is not None and seed_axis:
         params = jax.tree.map(lambda x: x[seed_index], params)
     return _parts(config).graphdef, params, config
+
+
+RUN_CONFIG_FILES = {"NTP": CONFIG_FILE, "RL": "rl_config.json"}  # what each kind claims
+
+
+def check_run_kind(run_dir: Path | str, kind: str) -> None:
+    """``ValueError`` if ``run_dir`` holds a run of the other kind (NTP or RL). Both keep
+    their checkpoints in ``run_dir/checkpoints``: an RL run into an NTP run's directory (or
+    the reverse) would write its config beside checkpoints it cannot use, and the directory
+    would then look like a run of both kinds."""
+    for other, name in RUN_CONFIG_FILES.items():
+        if other != kind and (Path(run_dir) / name).exists():
+            raise runs.RunDirError(f"run_dir {run_dir} holds an {other} run ({name}): give "
+                                   f"the {kind} run a directory of its own")
 
 
 def check_keys(keys) -> None:
@@ -301,11 +321,17 @@ def run_layout(run_dir: Path | str) -> tuple[NTPConfig, bool, int]:
     """``(config, seed_axis, n_seeds)`` of the NTP run saved in ``run_dir``: which seeds its
     checkpoints hold (runs saved before the layout file existed hold the config's seeds)."""
     run_dir = Path(run_dir)
-    config = from_dict(NTPConfig, runs.read_json(run_dir / CONFIG_FILE))
+    try:
+        config = from_dict(NTPConfig, runs.read_json(run_dir / CONFIG_FILE))
+    except (ValueError, TypeError) as err:
+        if str(err).startswith(str(run_dir / CONFIG_FILE)):
+            raise  # read_json's message already names the file
+        raise runs.RunDirError(f"{run_dir / CONFIG_FILE} is damaged: {err}") from None
     layout_path = run_dir / LAYOUT_FILE
     layout = runs.read_json(layout_path) if layout_path.exists() else {}
     if not isinstance(layout, dict):
-        raise ValueError(f"{layout_path} is damaged: expected a JSON object, got {layout!r}")
+        raise runs.RunDirError(f"{layout_path} is damaged: expected a JSON object, got "
+                               f"{layout!r}")
     return config, layout.get("seed_axis", True), layout.get("n_seeds", config.n_seeds)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from tasks.core import check, check_int, check_number, check_seed
+from toymodels.loop import MAX_STEPS
 from toymodels.rl.advantages import (
     ADVANTAGE_ESTIMATORS,
     DEFAULT_SCALE_REWARDS,
@@ -127,7 +128,7 @@ class RLConfig:
         check_number(o, "grad_clip", self.grad_clip, positive=True)
         check(self.kl_estimator in KL_NAMES, o, "kl_estimator", self.kl_estimator,
               f"one of {KL_NAMES}")
-        check_int(o, "steps", self.steps, 1)
+        check_int(o, "steps", self.steps, 1, MAX_STEPS)  # the int32 step counter
         check_int(o, "chunk_size", self.chunk_size, 1)
         check_int(o, "eval_every", self.eval_every, 0)
         check_int(o, "eval_n", self.eval_n, 1)

@@ -32,20 +32,23 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from toymodels import loop, runs
+from toymodels import loop, model, runs
 from toymodels.configs import config_hash, to_dict
 from toymodels.rl.config import RLConfig
 from toymodels.rl.step import make_eval, make_optimizer, make_step
 from toymodels.train import (
+    RUN_CONFIG_FILES,
     check_keys,
+    check_run_kind,
     claim_layout,
     load_params,
     make_task,
+    run_layout,
     seed_keys,
     seed_layout,
 )
 
-CONFIG_FILE = "rl_config.json"
+CONFIG_FILE = RUN_CONFIG_FILES["RL"]
 LAYOUT_FILE = "rl_layout.json"  # which keys (and how many) the checkpoints hold
 # Step functions by (config hash, graphdef, mesh): make_train again with the same config (e.g.
 # to resume) reuses the compiled chunk, which run_chunks caches per step function.
@@ -60,14 +63,29 @@ def load_init(config: RLConfig, init=None):
     if config.init_from is None:
         raise ValueError("RLConfig.init_from=None is not allowed without init: give an NTP "
                          "run directory, or pass make_train(config, init=(graphdef, params))")
+    n_seeds = run_layout(config.init_from)[2]
+    if config.init_seed_index >= n_seeds:
+        raise ValueError(f"RLConfig.init_seed_index={config.init_seed_index} is not allowed: "
+                         f"the NTP run {config.init_from} holds {n_seeds} seed(s), an index "
+                         f"in [0, {n_seeds})")
     graphdef, params, _ = load_params(config.init_from, seed_index=config.init_seed_index)
     return graphdef, params
 
 
 def check_fits(task, rc, graphdef, params) -> None:
-    """ValueError unless the task's tokens fit the model's vocabulary and the prompt and the
-    completion budget fit its positions."""
+    """ValueError unless params have the model's shapes (one seed), the task's tokens fit
+    the model's vocabulary, the prompt and the completion budget fit its positions, and the
+    held-out split is one of the task's."""
     model_config = nnx.merge(graphdef, params).config
+    want = jax.eval_shape(lambda k: model.init(model_config, k)[1], jax.random.key(0))
+    for (path, got), need in zip(jax.tree_util.tree_leaves_with_path(params),
+                                 jax.tree.leaves(want), strict=True):
+        if tuple(got.shape) != tuple(need.shape):  # e.g. all seeds of a multi-seed NTP run
+            raise ValueError(
+                f"init=(graphdef, params) is not allowed: params{jax.tree_util.keystr(path)} "
+                f"has shape {tuple(got.shape)}, the model's is {tuple(need.shape)}; params of "
+                "a multi-seed NTP run carry a leading seed axis: pick one seed "
+                "(load_params(run_dir, seed_index=i))")
     if task.vocab.size > model_config.vocab_size:
         raise ValueError(f"RLConfig.task={rc.task!r} is not allowed with this model: the task's "
                          f"vocabulary has {task.vocab.size} tokens, the model's "
@@ -75,6 +93,9 @@ def check_fits(task, rc, graphdef, params) -> None:
     if rc.top_k > model_config.vocab_size:
         raise ValueError(f"RLConfig.top_k={rc.top_k} is not allowed: at most the model's "
                          f"vocab_size={model_config.vocab_size}")
+    if rc.eval_split not in task.splits:  # else the sampler names only "split", late
+        raise ValueError(f"RLConfig.eval_split={rc.eval_split!r} is not allowed: one of the "
+                         f"splits of {rc.task}, {task.splits}")
     max_len = model_config.max_len
     if task.prompt_len + rc.max_new_tokens > max_len:
         raise ValueError(f"RLConfig.max_new_tokens={rc.max_new_tokens} is not allowed: prompt "
@@ -121,8 +142,9 @@ def make_train(config: RLConfig, run_dir: Path | str | None = None, *, init=None
         if run_dir is not None:
             if config.init_from is not None and Path(run_dir).resolve() == Path(
                     config.init_from).resolve():
-                raise ValueError(f"run_dir {run_dir} is the NTP run RLConfig.init_from: give "
-                                 "the RL run a directory of its own")
+                raise runs.RunDirError(f"run_dir {run_dir} is the NTP run RLConfig.init_from: "
+                                       "give the RL run a directory of its own")
+            check_run_kind(run_dir, "RL")
             runs.claim_json(Path(run_dir) / CONFIG_FILE, to_dict(config), "RLConfig")
             claim_layout(Path(run_dir) / LAYOUT_FILE, seed_layout(given))
         result = loop.run_chunks(step_fn, carry, total_steps=config.steps,
