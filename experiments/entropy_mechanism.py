@@ -273,7 +273,7 @@ def _grpo_configs(config: Config):
     every field (``Config`` does it before anything runs)."""
     from toymodels.config import ModelConfig
     from toymodels.rl.config import RLConfig
-    from toymodels.train import NTPConfig, make_task
+    from toymodels.train import NTPConfig, make_task, short_warmup
 
     g = config.grpo
     task = make_task(g)
@@ -281,9 +281,7 @@ def _grpo_configs(config: Config):
                         d_mlp=g.d_mlp, max_len=task.prompt_len + task.max_target_len)
     ntp = NTPConfig(model=model, task=g.task, task_config=dict(g.task_config),
                     steps=g.ntp_steps, lr=g.ntp_lr, chunk_size=g.ntp_steps, seed=config.seed,
-                    # 10 warmup steps; fewer in a shorter (legal) run, which must not be
-                    # refused for a field the figure does not expose
-                    warmup_steps=min(10, g.ntp_steps - 1))
+                    warmup_steps=short_warmup(g.ntp_steps, 10))
     rl = RLConfig(task=g.task, task_config=dict(g.task_config), advantage="grpo",
                   group_size=g.group_size, prompts_per_step=g.prompts_per_step, lr=g.rl_lr,
                   steps=g.rl_steps, chunk_size=g.rl_steps, eval_every=g.eval_every,

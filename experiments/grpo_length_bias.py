@@ -294,9 +294,9 @@ def _delta(x, window):
         return np.nanmean(x[:, -window:], axis=1) - np.nanmean(x[:, :window], axis=1)
 
 
-def _note(agg):
+def _note(agg, length: bool = True):
     text = f"seed mean {agg.mean:.4f}, 95% CI [{agg.lo:.4f}, {agg.hi:.4f}], {agg.n} seeds"
-    if not np.isfinite(agg.mean):
+    if length and not np.isfinite(agg.mean):
         text += ("; not judged: in some seed a window sampled no completion of this kind "
                  "(its mean length is NaN)")
     return text
@@ -324,15 +324,18 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
                   _note(g_right)),
         C.within("Dr.GRPO: correct length change", 0.0, dr_right.mean, LEN_TOL,
                  _note(dr_right)),
-        C.within("final accuracy GRPO - Dr.GRPO", 0.0, acc.mean, ACC_TOL, _note(acc)),
+        C.within("final accuracy GRPO - Dr.GRPO", 0.0, acc.mean, ACC_TOL,
+                 _note(acc, length=False)),
     ]
     for m, label in (("grpo", "GRPO"), ("dr_grpo", "Dr.GRPO")):
         meas, pred = result[f"{m}_w_meas"], result[f"{m}_w_pred"]
-        scale = float(np.max(np.abs(pred)))
-        # every weight 0 (every group's rewards equal): nothing to check, NaN (not holding)
-        err = float(np.max(np.abs(meas - pred))) / scale if scale > 0 else float("nan")
-        why = ("" if scale > 0 else "; not judged: every predicted weight is 0 (no group "
-               "with mixed rewards), so there is nothing to compare")
+        scale, worst = float(np.max(np.abs(pred))), float(np.max(np.abs(meas - pred)))
+        # every predicted weight 0 (every group's rewards equal): an engine weight that is not
+        # 0 is a bug (error inf); all 0 on both sides leaves nothing to check (NaN, not holding)
+        err = worst / scale if scale > 0 else (float("inf") if worst > 0 else float("nan"))
+        why = ("" if scale > 0 else "; every predicted weight is 0 (no group with mixed "
+               "rewards): " + ("the engine's are not" if worst > 0 else
+                               "not judged, nothing to compare"))
         out.append(C.at_most(f"{label}: per-prompt weight, max error / max weight", W_RTOL,
                              err, f"all {meas.size} groups of all steps and seeds; autodiff "
                              "of the engine's loss against the formula on the same rewards "

@@ -330,22 +330,23 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
 def _ablation_claims(result: dict, kind: str) -> list[C.Claim]:
     out = []
     clean = result[f"{kind}_acc_clean"]
+    bound = CHANCE_ACC[kind] + ABLATE_CHANCE_TOL
+    clean_mean = float(np.mean(clean))
     for i, name in enumerate(ABLATIONS):
         acc = result[f"{kind}_acc_ablated"][:, i]
         if name in NEEDED:
-            agg, bound = harness.seed_aggregate(acc), CHANCE_ACC[kind] + ABLATE_CHANCE_TOL
+            agg = harness.seed_aggregate(acc)
             claim = C.at_most(f"{kind}: accuracy without {name} (needed)", bound, agg.mean,
                               f"chance {CHANCE_ACC[kind]:.3f}; {_ci(agg)}")
-            clean_mean = float(np.mean(clean))
-            if not clean_mean > bound:  # a model at chance has nothing an ablation can remove
-                claim = dataclasses.replace(claim, holds=False, note=(
-                    f"{claim.note}; not judged: without ablation the model is already within "
-                    f"chance + {ABLATE_CHANCE_TOL:g} (clean accuracy {clean_mean:.3f})"))
-            out.append(claim)
         else:
             agg = harness.seed_aggregate(clean - acc)
-            out.append(C.at_most(f"{kind}: accuracy drop without {name} (not needed)",
-                                 ABLATE_KEEP_TOL, agg.mean, f"clean - ablated; {_ci(agg)}"))
+            claim = C.at_most(f"{kind}: accuracy drop without {name} (not needed)",
+                              ABLATE_KEEP_TOL, agg.mean, f"clean - ablated; {_ci(agg)}")
+        if not clean_mean > bound:  # a model at chance has nothing an ablation can remove
+            claim = dataclasses.replace(claim, holds=False, note=(
+                f"{claim.note}; not judged: without ablation the model is already within "
+                f"chance + {ABLATE_CHANCE_TOL:g} (clean accuracy {clean_mean:.3f})"))
+        out.append(claim)
     return out
 
 

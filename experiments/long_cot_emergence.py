@@ -270,7 +270,7 @@ def _measure(config: Config, evals, train) -> dict:
 
 def _steps_to_reach(steps, q, q_star):
     """First crossing of logit q* by logit q (linear interpolation between logs); NaN if
-    never reached. q: [..., logs]."""
+    never reached or if a log up to the crossing is NaN. q: [..., logs]."""
     return harness.logit_crossing_step(steps, q, q_star, clip=1e-4)
 
 

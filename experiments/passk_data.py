@@ -73,11 +73,11 @@ def base_ntp_config(config, task):
     """The ``NTPConfig`` whose optimizer ``train_base`` uses: 10 warmup steps
     (``ntp_steps − 1`` when ``ntp_steps`` <= 10: a short legal run must not fail inside
     training, and every longer one keeps its numbers)."""
-    from toymodels.train import NTPConfig
+    from toymodels.train import NTPConfig, short_warmup
 
     return NTPConfig(model=model_config(config, task), task=TASK,
                      task_config=task_config(config), steps=config.ntp_steps,
-                     lr=config.ntp_lr, warmup_steps=min(10, config.ntp_steps - 1),
+                     lr=config.ntp_lr, warmup_steps=short_warmup(config.ntp_steps, 10),
                      chunk_size=config.ntp_steps)
 
 

@@ -305,11 +305,17 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
                                    f"could not be fitted ({result['rate_k'][a]:.3g}: fewer "
                                    "than 3 intervals, or no spread in the rates)"))
             elif pt > horizon:
+                # NaN means "not reached" only on a finite curve: a NaN log (a diverged seed)
+                # also gives NaN and must not pass as the predicted non-emergence
+                finite = bool(np.isfinite(result["forced_back_mistake"][a, i]).all())
                 out.append(C.Claim(f"emergence step (Eq. 8), {tag}", f"> {horizon:g} (Eq. 8: "
-                                   f"{pt:.3g})", mt, "b* not reached", bool(np.isnan(mt)),
+                                   f"{pt:.3g})", mt, "b* not reached",
+                                   bool(np.isnan(mt) and finite),
                                    f"b* = {config.b_star:g}, seed-mean b; NaN = not reached; "
                                    f"fitted k = {result['rate_k'][a]:.3g} (k <= 0: Eq. 8 "
-                                   "predicts no emergence at all)"))
+                                   "predicts no emergence at all)"
+                                   + ("" if finite else "; not judged: b has NaN logs "
+                                      "(a diverged seed)")))
             else:
                 ok = pt >= 0 and np.isfinite(mt) and (
                     mt <= FACTOR * max(pt, config.log_every) and mt >= pt / FACTOR)

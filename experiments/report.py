@@ -71,8 +71,11 @@ def load_run(run_dir: Path) -> RunRecord:
             isinstance(claims, list) and all(isinstance(c, dict) for c in claims)):
         status = "damaged: claims.json is unreadable"  # not "no claims": say so
     attempt = _read_json(run_dir / "attempt.json")  # a rerun of a completed run
+    error = str(manifest.get("error") or "")
     if isinstance(attempt, dict) and attempt.get("status"):
         status += f" (last rerun: {attempt['status']})"
+        if attempt.get("error"):
+            error = f"last rerun: {attempt['error']}"
     claims = [c for c in claims if isinstance(c, dict)] if isinstance(claims, list) else []
     name = str(manifest.get("experiment") or manifest.get("name") or run_dir.parent.name)
     wall = manifest.get("wall_s", manifest.get("wall_time_s"))
@@ -84,7 +87,7 @@ def load_run(run_dir: Path) -> RunRecord:
         wall_s=float(wall) if isinstance(wall, int | float) else None,
         status=status,
         config=config if isinstance(config, dict) else {}, claims=claims,
-        figure=figure if figure.is_file() else None, error=str(manifest.get("error") or ""))
+        figure=figure if figure.is_file() else None, error=error)
 
 
 def find_runs(root: Path) -> list[RunRecord]:

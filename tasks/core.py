@@ -229,10 +229,15 @@ def check_prob(owner: str, field: str, value: Any, *, open_hi: bool = False) -> 
 # --------------------------------------------------------------------------- tasks
 def _integer_completions(method):
     """Wrap ``method(self, batch, completions)`` to refuse a non-integer dtype (checked on
-    the dtype only, so it costs nothing under ``jit``)."""
+    the dtype only, so it costs nothing under ``jit``) and to clamp host ids wider than
+    int32 (``_clamp_to_int32``: a host-side pass over numpy arrays and lists only)."""
     @functools.wraps(method)
     def checked(self, batch, completions, *args, **kwargs):
-        completions = _clamp_to_int32(completions)
+        try:
+            completions = _clamp_to_int32(completions)
+        except (ValueError, OverflowError) as err:  # a ragged list, an id beyond 64 bits
+            raise TypeError(f"{self.name}.{method.__name__}: completions must be a rectangular "
+                            f"array of integer token ids ({err})") from None
         dtype = getattr(completions, "dtype", None)
         if dtype is None:  # a list of traced rows under jit
             dtype = jnp.asarray(completions).dtype
@@ -253,8 +258,8 @@ def _clamp_to_int32(completions):
     so token ``2**32 + 5`` would reach ``reward`` as token 5 and could be scored correct,
     while ``reference_reward`` sees a wrong token. Every value outside int32 lies outside
     every vocabulary, and so does the clamped value (``<pad>``/``<eos>`` are 0 and 1): the
-    meaning "a wrong token" is kept for both verifiers. Traced and device arrays are at most
-    32 bits wide already and pass through unchanged.
+    meaning "a wrong token" is kept for both verifiers. Traced and device arrays pass through
+    unchanged (32 bits wide unless ``jax_enable_x64``, where nothing is wrapped).
     """
     if isinstance(completions, list | tuple):
         if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(completions)):

@@ -209,3 +209,9 @@ def test_claims_without_anything_to_measure_do_not_hold_and_say_why():
         assert not weight.holds and "every predicted weight is 0" in weight.note
     correct = judged["GRPO: correct length change (CI high end)"]
     assert not correct.holds and "no completion of this kind" in correct.note
+    # the engine giving weight where the formula gives none is a bug, not "nothing to judge"
+    result["grpo_w_meas"] = np.full((2, 2, 1), 0.5)
+    weight = {c.name: c for c in M.claims(result, cfg)}["GRPO: per-prompt weight, max error / "
+                                                        "max weight"]
+    assert not weight.holds and weight.measured == float("inf")
+    assert "not judged" not in weight.note

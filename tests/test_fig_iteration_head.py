@@ -132,12 +132,14 @@ def test_wrong_predictions_are_rejected():
     assert not v["parity: final l1_abs"] and not v["parity: l1_abs at init = chance"]
 
 
-def test_a_needed_component_is_not_judged_needed_when_the_model_is_at_chance():
+def test_ablations_are_not_judged_when_the_model_is_at_chance():
     r = _synthetic()
     r["parity_acc_clean"] = np.full(5, 0.55)  # parity chance 0.5: nothing learnt to remove
+    r["parity_acc_ablated"][:, 1] = 0.55  # the "not needed" MLP's drop is 0
     v = _verdicts(r)
     for name in ("L1 head", "L2 head", "L2 MLP"):
         assert not v[f"parity: accuracy without {name} (needed)"], name
+    assert not v["parity: accuracy drop without L1 MLP (not needed)"]
 
 
 @pytest.mark.parametrize("kind", harness.WRONG_KINDS)

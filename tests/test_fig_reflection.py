@@ -188,6 +188,19 @@ def test_wrong_predictions_are_rejected(kind):
     assert reached and set(reached) <= failed, failed
 
 
+def test_a_diverged_seed_is_not_judged_as_the_predicted_non_emergence():
+    result = _ideal(IDEAL)
+    i = list(IDEAL.rhos).index(0.01)  # Eq. 8 puts its emergence beyond the run
+    result["forced_back_mistake"] = result["forced_back_mistake"].copy()
+    result["forced_back_mistake"][:, i, 0, 2] = np.nan  # one seed's log is NaN
+    result["emergence"] = RM.emergence_step(result["eval_step"],
+                                            result["forced_back_mistake"].mean(2), IDEAL.b_star)
+    found = [c for c in M.claims(result, IDEAL) if c.name.startswith("emergence")
+             and "rho=0.01" in c.name and c.tolerance == "b* not reached"]
+    assert found and not any(c.holds for c in found)
+    assert all("diverged" in c.note for c in found)
+
+
 def test_claims_that_fail_are_judged_as_not_holding():
     result = _ideal(IDEAL)
     bad = dict(result)

@@ -129,6 +129,7 @@ def test_report_says_which_runs_are_not_complete(tmp_path):
     assert "3 run(s); 1/1 claims hold. 2 run(s) not complete" in md
     assert "| complete (last rerun: failed) |" in md and "| failed |" in md
     assert "damaged: claims.json is unreadable" in md
+    assert "- Error: last rerun: RuntimeError" in md  # the failed rerun says why
 
 
 def test_sign_claim_reports_the_mean_and_decides_on_the_interval():

@@ -224,8 +224,8 @@ def test_load_params_says_when_it_skips_a_damaged_newest_checkpoint(tmp_path, fo
 
 
 def test_steps_beyond_the_int32_step_counter_are_refused():
-    # toyreason run quickstart --set steps=99999999999999999999 was accepted and hung
-    # building the chunk list; past 2**31 - 1 the int32 step counter would wrap anyway.
+    # toyreason run quickstart --set steps=99999999999999999999 was accepted (and hung);
+    # past 2**31 - 1 the int32 step counter would wrap, repeating batches and schedules.
     from toymodels.rl.config import RLConfig
 
     dataclasses.replace(TINY, steps=2**31 - 1)  # the largest run that counts its steps

@@ -11,7 +11,7 @@ Every bad argument or value is ONE line on stderr (``toyreason: error: --set lr=
 expected a float``) with exit code 2, and is caught before anything is written. A run whose
 claims fail exits 0 unless ``--strict`` (then 1); a run that diverges exits 1, and so do an
 output that cannot be written and a run directory holding a damaged file or another run's
-files (one line naming the path, no traceback; nothing there is replaced).
+files (one line naming the path, no traceback; that file is not replaced).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from toymodels import checkpoint
+from toymodels import checkpoint, runs
 
 KEEP_LAST = 2  # rolling checkpoints kept, so a damaged newest one has a predecessor
 
@@ -106,7 +106,7 @@ def run_chunks(step_fn: Callable, carry: Any, *, total_steps: int, chunk_size: i
             raise FileExistsError(f"{checkpoint.checkpoint_dir(run_dir)} already holds "
                                   "checkpoints; resume=True continues from them")
         if max(existing, default=0) > total_steps:
-            raise checkpoint.RunDirError(f"{run_dir} has a checkpoint at step {max(existing)} "
+            raise runs.RunDirError(f"{run_dir} has a checkpoint at step {max(existing)} "
                                          f"beyond total_steps={total_steps}: a different run")
         start, carry, metrics, stats["skipped"] = _resume(run_dir, carry, step_shapes)
         stats["resumed_from"] = start or None

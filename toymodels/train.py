@@ -111,6 +111,12 @@ def seed_keys(seed: int, n_seeds: int) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.arange(seed, seed + n_seeds, dtype=jnp.uint32))
 
 
+def short_warmup(steps: int, wanted: int) -> int:
+    """``wanted`` warmup steps, or ``steps - 1`` in a shorter run: a figure that fixes its
+    warmup must not make a short legal run fail on a field the user cannot set."""
+    return min(wanted, steps - 1)
+
+
 def make_optimizer(config: NTPConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=config.lr, warmup_steps=config.warmup_steps,
@@ -323,9 +329,9 @@ def run_layout(run_dir: Path | str) -> tuple[NTPConfig, bool, int]:
     run_dir = Path(run_dir)
     try:
         config = from_dict(NTPConfig, runs.read_json(run_dir / CONFIG_FILE))
-    except (ValueError, TypeError) as err:
-        if str(err).startswith(str(run_dir / CONFIG_FILE)):
-            raise  # read_json's message already names the file
+    except runs.RunDirError:
+        raise  # read_json's message already names the file
+    except (ValueError, TypeError) as err:  # a field missing, unknown or out of range
         raise runs.RunDirError(f"{run_dir / CONFIG_FILE} is damaged: {err}") from None
     layout_path = run_dir / LAYOUT_FILE
     layout = runs.read_json(layout_path) if layout_path.exists() else {}
