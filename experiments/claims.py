@@ -45,10 +45,17 @@ def within(name: str, predicted: float, measured: float, tol: float, note: str =
     can take (a probability: (0, 1)); a band [predicted ± tol] that covers all of it could
     not have failed (too few samples), so the claim is not judged and does not hold."""
     ok = bool(math.isfinite(measured) and abs(measured - predicted) <= tol)
+    claim = Claim(name, float(predicted), float(measured), float(tol), ok, note)
     if support is not None and predicted - tol <= support[0] and predicted + tol >= support[1]:
-        ok, note = False, (f"{note}; not judged: the tolerance covers every possible value "
-                           f"[{support[0]:g}, {support[1]:g}] (too few samples)")
-    return Claim(name, float(predicted), float(measured), float(tol), ok, note)
+        return not_judged(claim, "the tolerance covers every possible value "
+                                 f"[{support[0]:g}, {support[1]:g}] (too few samples)")
+    return claim
+
+
+def not_judged(claim: Claim, why: str) -> Claim:
+    """``claim`` as not holding because it could not have failed (an empty set, a band
+    covering every value, a model with nothing to lose): the note says so and why."""
+    return dataclasses.replace(claim, holds=False, note=f"{claim.note}; not judged: {why}")
 
 
 def at_least(name: str, bound: float, measured: float, note: str = "") -> Claim:

@@ -156,8 +156,7 @@ class Config:
             raise ValueError(f"reward_rate must lie in (0, 1), got {self.reward_rate}")
         check_numbers(NAME, self, ("eta",), positive=True)
         check_numbers(NAME, self, ("logit_scale",))
-        grid = harness.as_tuple(f"{NAME}.", "eta_grid", self.eta_grid)
-        object.__setattr__(self, "eta_grid", grid)
+        harness.tuple_fields(NAME, self, ("eta_grid",))
         for eta in self.eta_grid:
             check_number(NAME, "eta_grid", eta, positive=True)
         grid = tuple(float(x) for x in self.eta_grid)

@@ -131,13 +131,16 @@ def check_heads(owner: str, d_model: int, n_heads: int) -> None:
                          f"model), got {d_model}")
 
 
-def as_tuple(owner: str, name: str, value) -> tuple:
-    """A grid field (``depths``, ``p_longs`` ...) as a tuple: a config built in Python with a
-    list must equal its JSON round trip (which gives tuples), and a bare number or string is
-    refused by name instead of failing as "not iterable" or splitting into characters."""
-    if not isinstance(value, list | tuple):
-        raise ValueError(f"{owner}{name} must be a list or tuple, got {value!r}")
-    return tuple(value)
+def tuple_fields(owner: str, config, fields) -> None:
+    """Set each grid field (``depths``, ``p_longs`` ...) of a frozen config to a tuple: a
+    config built in Python with a list must equal its JSON round trip (which gives tuples),
+    and a bare number or string is refused by name instead of failing as "not iterable" or
+    splitting into characters."""
+    for name in fields:
+        value = getattr(config, name)
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{owner}.{name} must be a list or tuple, got {value!r}")
+        object.__setattr__(config, name, tuple(value))
 
 
 def sign_claim(name: str, sign: float, values, note: str):

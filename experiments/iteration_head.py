@@ -137,7 +137,7 @@ class Config:
     eval_n: int = 128
 
     def __post_init__(self):
-        object.__setattr__(self, "tasks", harness.as_tuple(f"{NAME}.", "tasks", self.tasks))
+        harness.tuple_fields(NAME, self, ("tasks",))
         check_seed(NAME, "seed", self.seed)
         check_ints(NAME, self, ("n_seeds", "n_max", "d_model", "d_mlp", "steps", "batch_size",
                                 "eval_every", "eval_n"))
@@ -343,9 +343,9 @@ def _ablation_claims(result: dict, kind: str) -> list[C.Claim]:
             claim = C.at_most(f"{kind}: accuracy drop without {name} (not needed)",
                               ABLATE_KEEP_TOL, agg.mean, f"clean - ablated; {_ci(agg)}")
         if not clean_mean > bound:  # a model at chance has nothing an ablation can remove
-            claim = dataclasses.replace(claim, holds=False, note=(
-                f"{claim.note}; not judged: without ablation the model is already within "
-                f"chance + {ABLATE_CHANCE_TOL:g} (clean accuracy {clean_mean:.3f})"))
+            claim = C.not_judged(claim, "without ablation the model is already within "
+                                 f"chance + {ABLATE_CHANCE_TOL:g} (clean accuracy "
+                                 f"{clean_mean:.3f})")
         out.append(claim)
     return out
 

@@ -113,7 +113,7 @@ class Config:
             raise ValueError("n_seeds must be >= 2 (claims are judged on a seed aggregate)")
         if self.n_bits < 3:
             raise ValueError("n_bits must be >= 3 (short and long forms must differ)")
-        object.__setattr__(self, "p_longs", harness.as_tuple(f"{NAME}.", "p_longs", self.p_longs))
+        harness.tuple_fields(NAME, self, ("p_longs",))
         for p in self.p_longs:
             check_prob(NAME, "p_longs", p, open_hi=True)
         if len(self.p_longs) < 3 or not all(0 < p < 1 for p in self.p_longs):

@@ -98,8 +98,7 @@ class Config:
             raise ValueError("n_seeds must be >= 2 (claims are judged on a seed aggregate)")
         if not 4 <= self.n_nodes <= 16:
             raise ValueError("n_nodes must lie in 4..16 (dead ends need a few nodes)")
-        for name in ("rhos", "advantages"):
-            object.__setattr__(self, name, harness.as_tuple(f"{NAME}.", name, getattr(self, name)))
+        harness.tuple_fields(NAME, self, ("rhos", "advantages"))
         for rho in self.rhos:
             check_prob(NAME, "rhos", rho)
         if len(self.rhos) < 2 or self.rhos[0] != 0.0 or not all(
@@ -307,15 +306,14 @@ def claims(result: dict, config: Config) -> list[C.Claim]:
             elif pt > horizon:
                 # NaN means "not reached" only on a finite curve: a NaN log (a diverged seed)
                 # also gives NaN and must not pass as the predicted non-emergence
-                finite = bool(np.isfinite(result["forced_back_mistake"][a, i]).all())
-                out.append(C.Claim(f"emergence step (Eq. 8), {tag}", f"> {horizon:g} (Eq. 8: "
-                                   f"{pt:.3g})", mt, "b* not reached",
-                                   bool(np.isnan(mt) and finite),
-                                   f"b* = {config.b_star:g}, seed-mean b; NaN = not reached; "
-                                   f"fitted k = {result['rate_k'][a]:.3g} (k <= 0: Eq. 8 "
-                                   "predicts no emergence at all)"
-                                   + ("" if finite else "; not judged: b has NaN logs "
-                                      "(a diverged seed)")))
+                claim = C.Claim(f"emergence step (Eq. 8), {tag}", f"> {horizon:g} (Eq. 8: "
+                                f"{pt:.3g})", mt, "b* not reached", bool(np.isnan(mt)),
+                                f"b* = {config.b_star:g}, seed-mean b; NaN = not reached; "
+                                f"fitted k = {result['rate_k'][a]:.3g} (k <= 0: Eq. 8 "
+                                "predicts no emergence at all)")
+                if not np.isfinite(result["forced_back_mistake"][a, i]).all():
+                    claim = C.not_judged(claim, "b has NaN logs (a diverged seed)")
+                out.append(claim)
             else:
                 ok = pt >= 0 and np.isfinite(mt) and (
                     mt <= FACTOR * max(pt, config.log_every) and mt >= pt / FACTOR)

@@ -131,7 +131,7 @@ class Config:
     eval_n: int = 256  # test graphs per lookahead
 
     def __post_init__(self):
-        object.__setattr__(self, "depths", harness.as_tuple(f"{NAME}.", "depths", self.depths))
+        harness.tuple_fields(NAME, self, ("depths",))
         check_seed(NAME, "seed", self.seed)
         check_ints(NAME, self, ("n_seeds", "n_vertices", "max_lookahead", "d_model", "n_heads",
                                 "steps", "batch_size", "eval_every", "eval_n"))

@@ -107,7 +107,7 @@ def run_chunks(step_fn: Callable, carry: Any, *, total_steps: int, chunk_size: i
                                   "checkpoints; resume=True continues from them")
         if max(existing, default=0) > total_steps:
             raise runs.RunDirError(f"{run_dir} has a checkpoint at step {max(existing)} "
-                                         f"beyond total_steps={total_steps}: a different run")
+                                   f"beyond total_steps={total_steps}: a different run")
         start, carry, metrics, stats["skipped"] = _resume(run_dir, carry, step_shapes)
         stats["resumed_from"] = start or None
 
